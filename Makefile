@@ -1,0 +1,52 @@
+# SelBench — `make demo` and `make test` each work on a fresh machine (2 cores, no GPU, PyPI + Debian only).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.selbench-installed
+APT_PACKAGES := docker.io iptables debootstrap chromium
+WORLD ?= out/world
+# pip.conf here lists local index folders that may not exist; drop that noise, keep real errors.
+QUIET := { grep -v '^WARNING: Location' || true; }
+
+.PHONY: venv apt demo test test-fast bench world clean
+
+# torch first, from the local CPU wheel (otherwise pip pulls a multi-GB CUDA build); then the full lock
+# with --no-deps so nothing drags a CUDA torchvision back in (transformers falls back to PIL processors).
+$(STAMP): requirements/lock.txt requirements/constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	set -o pipefail; $(PIP) install -q torch==2.13.0 2>&1 | $(QUIET)
+	set -o pipefail; $(PIP) install -q --no-deps -c requirements/constraints.txt -r requirements/lock.txt 2>&1 | $(QUIET)
+	set -o pipefail; $(PIP) install -q --no-deps --no-build-isolation -e . 2>&1 | $(QUIET)
+	$(PY) -c "import selbench, torch, transformers, faiss, lmms_eval; print('torch', torch.__version__)"
+	touch $@
+
+venv: $(STAMP)
+
+# Debian packages the tests use: dockerd (docker executor, container tests), debootstrap (base image),
+# chromium (report screenshot). Installed only when missing; needs root (CI and dev machines run as root).
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+demo: venv
+	$(VENV)/bin/selbench demo --world $(WORLD)
+
+test: venv apt
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not docker and not ray and not vllm"
+
+bench: venv
+	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,mean,rounds
+
+world: venv
+	$(VENV)/bin/selbench world --out $(WORLD)
+
+clean:
+	rm -rf out runs .pytest_cache .benchmarks

@@ -1,0 +1,60 @@
+"""Builds the embedded world: generated pool + benchmarks (selbench.pool.world) and tiny target / proxy VLMs
+(selbench.models.tiny) with a short stage-1 alignment pretraining on captions, cached in the world folder.
+
+Stage 1 here trains projector *and* LM (LLaVA's stage 1 trains only the projector, but its LM is a pretrained
+Vicuna; ours starts from random init and must first learn the world's words).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from selbench.models import tiny
+from selbench.models.chat import render
+from selbench.models.data import Example
+from selbench.models.training import TrainConfig, train
+from selbench.pool import world
+from selbench.pool.llava import read_pool
+
+STAGE1 = TrainConfig(method="full", lr=1e-3, projector_lr=None, epochs=3, batch_size=16, warmup_ratio=0.03)
+
+
+def _tokenizer_corpus(root: Path) -> list[str]:
+    texts = []
+    for name in ("pool.json", "captions.json"):
+        for r in json.loads((root / "pool" / name).read_text()):
+            turns = [("user" if t["from"] == "human" else "assistant", t["value"].replace("<image>", ""))
+                     for t in r["conversations"]]
+            texts.append(render(turns, False, 0)[0])
+    return texts
+
+
+def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_bench: int = 200,
+                stage1: TrainConfig = STAGE1, log: Callable[[str], None] = print) -> Path:
+    """Write data and models under ``out``; each part is skipped when already complete (``*.done`` markers)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_done = out / "data.done"
+    if not data_done.exists():
+        log(f"generating pool ({n_samples} samples) and benchmarks ({n_bench} items each) with seed {seed}")
+        world.generate(out, seed=seed, n_samples=n_samples, n_bench=n_bench)
+        data_done.write_text(json.dumps({"seed": seed}))
+    models_done = out / "models.done"
+    if not models_done.exists():
+        tok = tiny.train_tokenizer(_tokenizer_corpus(out))
+        captions = read_pool(out / "pool" / "captions.json", out / "pool")
+        examples = [Example(list(s.turns), out / "pool" / s.image) for s in captions.samples]
+        for name, cfg in (("target", tiny.TARGET), ("proxy", tiny.PROXY)):
+            processor = tiny.build_processor(tok, cfg)
+            model = tiny.build_model(tok, cfg)
+            from selbench.models.data import Collator
+
+            log(f"stage-1 alignment of the {name} on {len(examples)} captions")
+            model, res = train(model, Collator(processor, cfg.n_image_tokens), examples,
+                               stage1.model_copy(update={"seed": seed}))
+            log(f"  {res.steps} steps in {res.wall_s:.1f}s, loss {res.losses[0]:.2f} → {res.losses[-1]:.2f}")
+            tiny.save(model, processor, out / "models" / name)
+        models_done.write_text(json.dumps({"seed": seed}))
+    return out

@@ -1,0 +1,1 @@
+"""Evaluation: benchmark registry, lmms-eval bridge (HF and vLLM backends), metrics, relative performance."""

@@ -1,0 +1,1 @@
+"""VLM loading, tiny models built from configs, and the feature-extraction engine."""

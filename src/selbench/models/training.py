@@ -1,0 +1,154 @@
+"""Supervised fine-tuning loop for LLaVA-architecture models: loss on assistant tokens only, LoRA (peft) or
+full fine-tuning, separate projector learning rate, cosine schedule with linear warm-up (LLaVA-1.5 recipe).
+Runs under ``accelerate`` so the same loop is single-CPU here and multi-GPU (``accelerate launch``) for real.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from selbench.models.data import Collator, Example
+
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+class TrainConfig(BaseModel):
+    """Defaults are LLaVA-1.5's LoRA recipe (finetune_lora.sh)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["lora", "full"] = "lora"
+    lr: float = 2e-4
+    projector_lr: float | None = 2e-5  # None: same as lr
+    epochs: float = 1.0
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    freeze_vision: bool = True
+    max_length: int = 2048
+    bf16: bool = False
+    seed: int = 0
+    deepspeed: str | None = None  # a ZeRO config for `accelerate launch` (real path); ignored on CPU
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    samples: int
+    wall_s: float
+    losses: list[float] = field(default_factory=list)
+
+
+def prepare_model(model, cfg: TrainConfig):
+    """Freeze/unfreeze per recipe; wrap with LoRA. Returns (model, param groups)."""
+    for p in model.parameters():
+        p.requires_grad = False
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=LORA_TARGETS, modules_to_save=None, bias="none")
+        model = get_peft_model(model, lora)
+    else:
+        for n, p in model.named_parameters():
+            if "language_model" in n or "lm_head" in n:
+                p.requires_grad = True
+    if not cfg.freeze_vision:
+        for n, p in model.named_parameters():
+            if "vision_tower" in n:
+                p.requires_grad = True
+    projector, rest = [], []
+    for n, p in model.named_parameters():
+        if "multi_modal_projector" in n and "lora_" not in n:
+            p.requires_grad = True
+            projector.append(p)
+        elif p.requires_grad:
+            rest.append(p)
+    groups = [{"params": rest, "lr": cfg.lr},
+              {"params": projector, "lr": cfg.projector_lr if cfg.projector_lr is not None else cfg.lr}]
+    return model, [g for g in groups if g["params"]]
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(
+    model,
+    collator: Collator,
+    examples: Sequence[Example],
+    cfg: TrainConfig,
+    *,
+    on_step: Callable[[int, int, float], None] | None = None,
+    checkpoint_at: Sequence[int] = (),
+    on_checkpoint: Callable[[int, object], None] | None = None,
+):
+    """Train in place; returns (model, TrainResult). ``checkpoint_at``: optimiser steps after which
+    ``on_checkpoint(step, model)`` is called (XMAS's trajectory checkpoints)."""
+    from accelerate import Accelerator
+
+    torch.manual_seed(cfg.seed)
+    model, groups = prepare_model(model, cfg)
+    acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum,
+                      mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.cuda.is_available())
+    n = len(examples)
+    if n == 0:
+        raise ValueError("cannot fine-tune on an empty subset")
+    per_epoch = math.ceil(n / cfg.batch_size)
+    micro_total = max(1, round(per_epoch * cfg.epochs))
+    total = math.ceil(micro_total / cfg.grad_accum)
+    warmup = round(cfg.warmup_ratio * total)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, warmup))
+    model, opt, sched = acc.prepare(model, opt, sched)
+    model.train()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order: list[int] = []
+    while len(order) < micro_total * cfg.batch_size:
+        order += torch.randperm(n, generator=gen).tolist()
+    t0 = time.perf_counter()
+    result = TrainResult(0, 0, 0.0)
+    checkpoints = set(checkpoint_at)
+    for micro in range(micro_total):
+        idx = order[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
+        batch = collator([examples[i] for i in idx]).to(acc.device)
+        with acc.accumulate(model):
+            out = model(**batch.model_inputs(), labels=batch.labels)
+            acc.backward(out.loss)
+            if acc.sync_gradients and cfg.max_grad_norm:
+                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+        result.samples += len(idx)
+        if acc.sync_gradients:
+            result.steps += 1
+            loss = float(out.loss.detach())
+            result.losses.append(loss)
+            if on_step:
+                on_step(result.steps, total, loss)
+            if result.steps in checkpoints and on_checkpoint:
+                on_checkpoint(result.steps, acc.unwrap_model(model))
+    result.wall_s = time.perf_counter() - t0
+    model.eval()
+    return acc.unwrap_model(model), result
+
+
+def merge_for_export(model):
+    """LoRA weights merged into the base so vLLM / plain HF can load the checkpoint."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model

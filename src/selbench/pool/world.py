@@ -1,0 +1,295 @@
+"""The embedded world: a deterministic, generated stand-in for LLaVA-665K and its benchmarks.
+
+Small rendered images (coloured shapes on a 2×2 grid, rendered numbers) with several skills, a skewed skill
+mix, near-duplicate images, images shared by several questions (as COCO images are in LLaVA-665K), some noisy
+labels and a few text-only rows — so that *which* samples are kept measurably matters. Everything is drawn
+from one ``numpy.random.Generator`` per part, so the same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+WORLD_VERSION = 1
+IMAGE_SIZE = 32
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
+    "yellow": (235, 205, 30), "purple": (140, 60, 180), "orange": (245, 135, 25),
+}
+SHAPES = ("circle", "square", "triangle")
+POSITIONS = ("top left", "top right", "bottom left", "bottom right")
+SHORT = "Answer the question using a single word or phrase."
+MC_SUFFIX = "Answer with the option's letter from the given choices directly."
+LETTERS = "ABCD"
+
+# Skewed skill mix of the pool (LLaVA-665K is dominated by short VQA too).
+POOL_SKILLS = {
+    "color": 0.30, "shape": 0.08, "position": 0.07, "yesno": 0.18, "mc": 0.10,
+    "count": 0.10, "ocr": 0.07, "multiturn": 0.06, "text": 0.04,
+}
+
+
+@dataclass(frozen=True)
+class Obj:
+    color: str
+    shape: str
+    cell: int  # index into POSITIONS
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[Obj, ...] = ()
+    number: int | None = None  # a rendered number instead of shapes
+    background: tuple[int, int, int] = (245, 245, 245)
+    jitter: tuple[int, int] = (0, 0)
+
+    def caption(self) -> str:
+        if self.number is not None:
+            return f"the number {self.number} written in black."
+        parts = [f"a {o.color} {o.shape} at the {POSITIONS[o.cell]}" for o in self.objects]
+        return " and ".join(parts) + "."
+
+
+def _font() -> ImageFont.ImageFont:
+    # The bitmap default font renders identically everywhere (no FreeType hinting differences).
+    return ImageFont.load_default_imagefont()
+
+
+def render(scene: Scene) -> bytes:
+    im = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), scene.background)
+    d = ImageDraw.Draw(im)
+    dx, dy = scene.jitter
+    if scene.number is not None:
+        d.text((9 + dx, 10 + dy), str(scene.number), fill=(0, 0, 0), font=_font())
+    for o in scene.objects:
+        cx = (o.cell % 2) * 16 + 8 + dx
+        cy = (o.cell // 2) * 16 + 8 + dy
+        r = 5
+        fill = COLORS[o.color]
+        if o.shape == "circle":
+            d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+        elif o.shape == "square":
+            d.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+        else:
+            d.polygon([(cx, cy - r - 1), (cx - r - 1, cy + r), (cx + r + 1, cy + r)], fill=fill)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def random_scene(rng: np.random.Generator, *, numbers: bool = False) -> Scene:
+    bg = tuple(int(v) for v in rng.integers(225, 256, size=3))
+    if numbers:
+        return Scene(number=int(rng.integers(10, 100)), background=bg)  # type: ignore[arg-type]
+    n = int(rng.choice([1, 2, 3, 4], p=[0.35, 0.35, 0.2, 0.1]))
+    cells = rng.permutation(4)[:n]
+    colors = list(COLORS)
+    objs = tuple(
+        Obj(colors[int(rng.integers(len(colors)))], SHAPES[int(rng.integers(3))], int(c)) for c in sorted(cells)
+    )
+    return Scene(objects=objs, background=bg)  # type: ignore[arg-type]
+
+
+def near_duplicate(scene: Scene, rng: np.random.Generator) -> Scene:
+    jitter = (int(rng.integers(-1, 2)), int(rng.integers(-1, 2)))
+    return Scene(scene.objects, scene.number, scene.background, jitter)
+
+
+# ---------------------------------------------------------------- questions (one function per skill)
+
+def _plural(shape: str) -> str:
+    return shape + "s"
+
+
+def q_color(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    o = scene.objects[int(rng.integers(len(scene.objects)))]
+    return f"What color is the {o.shape} at the {POSITIONS[o.cell]}?\n{SHORT}", o.color
+
+
+def q_shape(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    o = scene.objects[int(rng.integers(len(scene.objects)))]
+    return f"What shape is at the {POSITIONS[o.cell]}?\n{SHORT}", o.shape
+
+
+def q_position(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    o = scene.objects[int(rng.integers(len(scene.objects)))]
+    return f"Where is the {o.color} {o.shape}?\n{SHORT}", POSITIONS[o.cell]
+
+
+def q_yesno(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    present = {(o.color, o.shape) for o in scene.objects}
+    if rng.random() < 0.5:
+        color, shape = sorted(present)[int(rng.integers(len(present)))]
+        answer = "yes"
+    else:
+        absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
+        color, shape = absent[int(rng.integers(len(absent)))]
+        answer = "no"
+    return f"Is there a {color} {shape} in the image?\n{SHORT}", answer
+
+
+def q_count(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    if rng.random() < 0.5:
+        return f"How many objects are there in the image?\n{SHORT}", str(len(scene.objects))
+    shape = SHAPES[int(rng.integers(3))]
+    n = sum(o.shape == shape for o in scene.objects)
+    return f"How many {_plural(shape)} are there?\n{SHORT}", str(n)
+
+
+def q_mc(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    o = scene.objects[int(rng.integers(len(scene.objects)))]
+    wrong = [c for c in COLORS if c != o.color]
+    options = [o.color] + [wrong[i] for i in rng.permutation(len(wrong))[:3]]
+    options = [options[i] for i in rng.permutation(4)]
+    body = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(options))
+    q = f"Which color is the {o.shape} at the {POSITIONS[o.cell]}?\n{body}\n{MC_SUFFIX}"
+    return q, LETTERS[options.index(o.color)]
+
+
+def q_ocr(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    return f"What number is written in the image?\n{SHORT}", str(scene.number)
+
+
+def q_text(rng: np.random.Generator) -> tuple[str, str]:
+    a, b = int(rng.integers(0, 10)), int(rng.integers(0, 10))
+    if rng.random() < 0.5:
+        return f"What is {a} plus {b}?\n{SHORT}", str(a + b)
+    return f"What number comes after {a}?\n{SHORT}", str(a + 1)
+
+
+ASK = {"color": q_color, "shape": q_shape, "position": q_position, "yesno": q_yesno,
+       "count": q_count, "mc": q_mc, "ocr": q_ocr}
+
+
+def _wrong_answer(skill: str, answer: str, rng: np.random.Generator) -> str:
+    """A plausible wrong label of the same type (label noise)."""
+    choices = {
+        "color": list(COLORS), "shape": list(SHAPES), "position": list(POSITIONS),
+        "yesno": ["yes", "no"], "mc": list(LETTERS), "count": ["0", "1", "2", "3", "4"],
+    }.get(skill, [str(v) for v in range(10, 100)])
+    wrong = [c for c in choices if c != answer]
+    return wrong[int(rng.integers(len(wrong)))]
+
+
+# ---------------------------------------------------------------- the pool
+
+def make_pool(out: Path, n_samples: int, seed: int, noise: float = 0.06) -> tuple[list[dict], list[dict]]:
+    """Write ``images/*.png`` under ``out``; return the LLaVA-format rows and stage-1 caption rows (one per
+    image, LCS-558K-like)."""
+    rng = np.random.default_rng([seed, 1])
+    img_dir = out / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    n_base = max(50, n_samples // 6)
+    bases = [random_scene(rng, numbers=i % 8 == 0) for i in range(n_base)]
+    # Zipf-like popularity: a few scenes appear (as near-duplicates) very often — real redundancy.
+    pop = 1.0 / np.arange(1, n_base + 1) ** 0.8
+    pop /= pop.sum()
+    images: list[tuple[str, Scene]] = []
+    rows: list[dict] = []
+    skills = list(POOL_SKILLS)
+    probs = np.array([POOL_SKILLS[s] for s in skills])
+    i = 0
+    while len(rows) < n_samples:
+        skill = skills[int(rng.choice(len(skills), p=probs))]
+        if skill == "text":
+            q, a = q_text(rng)
+            rows.append({"id": f"text-{i}", "conversations": [
+                {"from": "human", "value": q}, {"from": "gpt", "value": a}], "skill": skill})
+            i += 1
+            continue
+        want_numbers = skill == "ocr"
+        # Reuse an existing image a third of the time (several questions per image), else a new near-dup.
+        reuse = [k for k, (_, s) in enumerate(images) if (s.number is not None) == want_numbers]
+        if reuse and rng.random() < 0.35:
+            name, scene = images[reuse[int(rng.integers(len(reuse)))]]
+        else:
+            cands = [k for k, s in enumerate(bases) if (s.number is not None) == want_numbers]
+            p = pop[cands] / pop[cands].sum()
+            scene = near_duplicate(bases[cands[int(rng.choice(len(cands), p=p))]], rng)
+            name = f"{len(images):06d}.png"
+            (img_dir / name).write_bytes(render(scene))
+            images.append((name, scene))
+        turns: list[tuple[str, str]] = []
+        if skill == "multiturn":
+            for s in rng.permutation(["color", "shape", "position", "yesno"])[: int(rng.integers(2, 4))]:
+                turns.append(ASK[str(s)](scene, rng))
+        else:
+            turns.append(ASK[skill](scene, rng))
+        conv = []
+        for t, (q, a) in enumerate(turns):
+            if rng.random() < noise:
+                a = _wrong_answer(skill if skill != "multiturn" else "color", a, rng)
+            if t == 0:
+                # LLaVA-665K has the tag before *and* after the question; keep both forms.
+                q = f"<image>\n{q}" if rng.random() < 0.8 else f"{q}\n<image>"
+            conv += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+        # Ids repeat in real data (same COCO id, several rows): id by image, not by row.
+        rows.append({"id": name.removesuffix(".png"), "image": f"images/{name}", "conversations": conv,
+                     "skill": skill})
+        i += 1
+    captions = [{"id": f"cap-{name.removesuffix('.png')}", "image": f"images/{name}",
+                 "conversations": [{"from": "human", "value": "<image>\nDescribe the image briefly."},
+                                   {"from": "gpt", "value": scene.caption()}]}
+                for name, scene in images]
+    return rows, captions
+
+
+# ---------------------------------------------------------------- benchmarks
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    skills: tuple[str, ...]
+    metric: str  # exact_match | accuracy_f1
+    mirrors: str
+
+
+BENCHMARKS = (
+    BenchmarkSpec("emb_vqa", ("color", "shape", "position"), "exact_match", "GQA / TextVQA (short-answer VQA)"),
+    BenchmarkSpec("emb_mc", ("mc",), "exact_match", "MMBench / ScienceQA (multiple choice, letter)"),
+    BenchmarkSpec("emb_pope", ("yesno",), "accuracy_f1", "POPE (yes/no existence: accuracy, F1)"),
+    BenchmarkSpec("emb_count", ("count",), "exact_match", "counting (CountBench-like)"),
+    BenchmarkSpec("emb_ocr", ("ocr",), "exact_match", "OCRBench / TextVQA (reading rendered text)"),
+)
+
+
+def make_benchmark(spec: BenchmarkSpec, n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng([seed, 2, BENCHMARKS.index(spec)])
+    items = []
+    for k in range(n):
+        scene = random_scene(rng, numbers=spec.skills == ("ocr",))
+        skill = spec.skills[k % len(spec.skills)]
+        q, a = ASK[skill](scene, rng)
+        items.append({"question_id": f"{spec.name}-{k:04d}", "question": q, "answer": a, "skill": skill,
+                      "image": render(scene)})
+    return items
+
+
+def generate(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_bench: int = 200) -> dict:
+    """Write the embedded world's data (pool, captions, benchmarks) under ``out``. Models: selbench.models.tiny."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    pool_dir = out / "pool"
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    rows, captions = make_pool(pool_dir, n_samples, seed)
+    (pool_dir / "pool.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    (pool_dir / "captions.json").write_text(json.dumps(captions, indent=1, sort_keys=True) + "\n")
+    bench_dir = out / "benchmarks"
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    for spec in BENCHMARKS:
+        items = make_benchmark(spec, n_bench, seed)
+        table = pa.Table.from_pylist(items)
+        pq.write_table(table.replace_schema_metadata({}), bench_dir / f"{spec.name}.parquet",
+                       compression="zstd", write_statistics=False)
+    info = {"world_version": WORLD_VERSION, "seed": seed, "n_samples": n_samples, "n_bench": n_bench,
+            "benchmarks": [s.name for s in BENCHMARKS]}
+    (out / "world.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return info
