@@ -65,6 +65,75 @@ def pool_check(
         console.print(f"manifest: {manifest} ({len(m)} samples, content hash {m.content_hash[:12]})")
 
 
+def _load_config(text: Optional[str]) -> dict:
+    """``--config`` takes a YAML/JSON file or an inline YAML mapping."""
+    import yaml
+
+    if not text:
+        return {}
+    path = Path(text)
+    data = yaml.safe_load(path.read_text() if path.is_file() else text)
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"--config: expected a mapping, got {data!r}")
+    return data
+
+
+@app.command("select")
+def select_cmd(
+    selector: str = typer.Option(..., "--selector", help="Registered selector name (see `selbench selectors`)."),
+    pool: Path = typer.Option(..., help="LLaVA-format pool (.json/.jsonl) or a manifest (.parquet)."),
+    budget: str = typer.Option(..., help="A count (10000), a fraction (0.2) or a percentage (20%)."),
+    out: Path = typer.Option(..., help="Output: one pool id per line; a JSON sidecar is written beside it."),
+    seed: int = typer.Option(0, help="Selection seed."),
+    images: Optional[Path] = typer.Option(None, help="Image root (default: the pool file's folder)."),
+    target: Optional[Path] = typer.Option(None, help="Target VLM folder (HF format)."),
+    proxy: Optional[Path] = typer.Option(None, help="Proxy VLM folder (HF format)."),
+    config: Optional[str] = typer.Option(None, help="Selector config: a YAML/JSON file or inline YAML."),
+    features: Optional[Path] = typer.Option(None, help="Precomputed features (.npy, one row per sample)."),
+    cache: Path = typer.Option(Path(".cache/selbench"), help="Score cache: re-select budgets for free."),
+    device: Optional[str] = typer.Option(None, help="cpu / cuda (default: cuda if available)."),
+    batch_size: int = typer.Option(32, help="Extraction batch size."),
+) -> None:
+    """Score a pool with one selector (cached) and write the subset for a budget."""
+    import numpy as np
+
+    from selbench.pool.manifest import load_manifest, manifest_from_pool
+    from selbench.selectors import ScoringContext, SelectionError, get_selector
+    from selbench.selectors.scoring import from_features, score_cached, select, write_selection
+
+    try:
+        if pool.suffix == ".parquet":
+            manifest = load_manifest(pool)
+        else:
+            manifest, rep = manifest_from_pool(pool, images)
+            if rep.issues:
+                err.print(f"[yellow]{len(rep.issues)} bad rows skipped[/] (run `selbench pool check` for the list)")
+        sel = get_selector(selector, _load_config(config))
+        if features is not None:
+            artifacts, meta = from_features(sel, np.load(features), manifest), {"features": str(features)}
+        else:
+            ctx = ScoringContext(work_dir=cache, target=target, proxy=proxy, device=device, batch_size=batch_size)
+            artifacts, meta = score_cached(sel, manifest, ctx, cache)
+        idx, select_s = select(sel, artifacts, budget, seed, len(manifest))
+    except (SelectionError, ValueError) as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1)
+    write_selection(out, manifest, idx, {**meta, "budget": budget, "seed": seed, "select_seconds": select_s})
+    console.print(f"{len(idx)} of {len(manifest)} samples → {out} (sidecar {out.name}.json)"
+                  + (" [dim](scores from cache)[/]" if meta.get("cached") else ""))
+
+
+@app.command("selectors")
+def selectors_cmd() -> None:
+    """List registered selectors (built-ins and `selbench.selectors` entry points)."""
+    from selbench.selectors.registry import BUILTIN, available
+
+    table = Table("name", "implementation", "source")
+    for name, path in sorted(available().items()):
+        table.add_row(name, path, "built-in" if name in BUILTIN else "plugin")
+    console.print(table)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

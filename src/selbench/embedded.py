@@ -18,7 +18,8 @@ from selbench.models.training import TrainConfig, train
 from selbench.pool import world
 from selbench.pool.llava import read_pool
 
-STAGE1 = TrainConfig(method="full", lr=1e-3, projector_lr=None, epochs=3, batch_size=16, warmup_ratio=0.03)
+STAGE1 = TrainConfig(method="full", lr=1e-3, projector_lr=None, epochs=3, batch_size=16, warmup_ratio=0.03,
+                     freeze_vision=False)
 
 
 def _tokenizer_corpus(root: Path) -> list[str]:

@@ -1,0 +1,179 @@
+"""Feature-extraction engine shared by the model-based selectors.
+
+- Runs only what a method needs: vision tower + projector + the first ``n_blocks`` decoder blocks (the layer
+  list is cut for the call; the LM head never runs unless logits are asked for).
+- Captures decoder-block outputs and ``self_attn.o_proj`` outputs with forward hooks (``hidden_states[k]``
+  changes meaning on a cut model, hooks do not).
+- Computes one layer's head-averaged attention from its own queries and keys (RoPE applied, causal and
+  padding masks as the model uses them), reduced at once — no layer's full attention is kept, and the model
+  runs with memory-efficient attention.
+- Token roles (image / instruction / answer) come from the tokenised input (selbench.models.chat).
+- Batches with padding; writes resumable shards; shows a progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from selbench.models.data import Batch, Collator, Example
+from selbench.progress import progress_bar
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The LM's decoder blocks for LLaVA-style models (llava-hf, Qwen2/2.5-VL in transformers ≥ 5)."""
+    for path in ("model.language_model.layers", "language_model.model.layers", "model.layers"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise TypeError(f"cannot find decoder layers in {type(model).__name__}")
+
+
+def _language_model(model):
+    return model.model.language_model
+
+
+@dataclass
+class Captured:
+    """What hooks saw during one forward."""
+
+    blocks: dict[int, torch.Tensor] = field(default_factory=dict)  # block index → [B, T, D]
+    oproj: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → [B, T, D]
+    attention: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → reduce(attn) result
+    logits: torch.Tensor | None = None
+
+
+# attention reducer: (probs [B, H, T, T] float32, batch) → tensor kept in Captured.attention
+AttnReducer = Callable[[torch.Tensor, Batch], torch.Tensor]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def attention_probs(attn_module, hidden_states: torch.Tensor, position_embeddings, key_mask: torch.Tensor
+                    ) -> torch.Tensor:
+    """Softmax attention probabilities [B, H, T, T] of one Llama-style attention module, computed from its
+    own q/k projections: what eager attention would return, for this layer only."""
+    B, T, _ = hidden_states.shape
+    hd = attn_module.head_dim
+    q = attn_module.q_proj(hidden_states).view(B, T, -1, hd).transpose(1, 2).float()
+    k = attn_module.k_proj(hidden_states).view(B, T, -1, hd).transpose(1, 2).float()
+    if hasattr(attn_module, "q_norm"):  # Qwen3-style per-head norms
+        q, k = attn_module.q_norm(q), attn_module.k_norm(k)
+    cos, sin = (t.float().unsqueeze(1) for t in position_embeddings)
+    q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    if k.shape[1] != q.shape[1]:  # grouped-query attention
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    scores = (q @ k.transpose(-1, -2)) * (hd ** -0.5)
+    causal = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril()
+    allowed = causal[None, None] & key_mask[:, None, None, :].bool()
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.nan_to_num(probs, nan=0.0)  # fully masked rows (left padding) → 0
+
+
+class FeatureEngine:
+    def __init__(self, model, processor, n_image_tokens: int, *, device: str | None = None,
+                 dtype: torch.dtype | None = None, batch_size: int = 32, max_length: int | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.model = model.to(self.device, self.dtype).eval()
+        self.collator = Collator(processor, n_image_tokens, max_length=max_length)
+        self.batch_size = batch_size
+
+    @contextmanager
+    def truncated(self, n_blocks: int | None) -> Iterator[None]:
+        """Run only the first ``n_blocks`` decoder blocks (None: all)."""
+        lm = _language_model(self.model)
+        full = lm.layers
+        if n_blocks is not None:
+            if not 1 <= n_blocks <= len(full):
+                raise ValueError(f"n_blocks={n_blocks} outside 1..{len(full)}")
+            lm.layers = torch.nn.ModuleList(list(full)[:n_blocks])
+        try:
+            yield
+        finally:
+            lm.layers = full
+
+    @torch.no_grad()
+    def forward(self, batch: Batch, *, n_blocks: int | None, blocks: Sequence[int] = (),
+                oproj: Sequence[int] = (), attention: dict[int, AttnReducer] | None = None,
+                logits: bool = False) -> Captured:
+        cap = Captured()
+        layers = decoder_layers(self.model)
+        handles = []
+        for i in blocks:
+            handles.append(layers[i].register_forward_hook(
+                lambda m, a, out, i=i: cap.blocks.__setitem__(i, out[0] if isinstance(out, tuple) else out)))
+        for i in oproj:
+            handles.append(layers[i].self_attn.o_proj.register_forward_hook(
+                lambda m, a, out, i=i: cap.oproj.__setitem__(i, out)))
+        for i, reduce in (attention or {}).items():
+            def pre(mod, args, kwargs, i=i, reduce=reduce):
+                hs = kwargs.get("hidden_states", args[0] if args else None)
+                probs = attention_probs(mod, hs, kwargs["position_embeddings"], batch.attention_mask)
+                cap.attention[i] = reduce(probs, batch)
+            handles.append(layers[i].self_attn.register_forward_pre_hook(pre, with_kwargs=True))
+        try:
+            with self.truncated(n_blocks):
+                if logits:
+                    out = self.model(**batch.model_inputs())
+                    cap.logits = out.logits
+                else:
+                    self.model.model(**batch.model_inputs())
+        finally:
+            for h in handles:
+                h.remove()
+        return cap
+
+    def run(self, examples: Sequence[Example], reduce: Callable[[Batch, Captured], np.ndarray], *,
+            n_blocks: int | None, blocks: Sequence[int] = (), oproj: Sequence[int] = (),
+            attention: dict[int, AttnReducer] | None = None, logits: bool = False,
+            shard_dir: Path | None = None, shard_size: int = 4096, desc: str = "extracting") -> np.ndarray:
+        """Per-example features, computed in batches; shards of ``shard_size`` examples are written to
+        ``shard_dir`` as they complete, and existing shards are reused (a killed run resumes)."""
+        n = len(examples)
+        n_shards = max(1, math.ceil(n / shard_size))
+        parts: list[np.ndarray] = []
+        with progress_bar(desc, total=n) as advance:
+            for s in range(n_shards):
+                path = shard_dir / f"shard-{s:05d}.npy" if shard_dir else None
+                lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
+                if path is not None and path.exists():
+                    parts.append(np.load(path))
+                    advance(hi - lo)
+                    continue
+                chunk = []
+                for b in range(lo, hi, self.batch_size):
+                    batch = self.collator(examples[b:min(hi, b + self.batch_size)]).to(self.device, self.dtype)
+                    cap = self.forward(batch, n_blocks=n_blocks, blocks=blocks, oproj=oproj,
+                                       attention=attention, logits=logits)
+                    chunk.append(reduce(batch, cap))
+                    advance(len(batch.input_ids))
+                arr = np.concatenate(chunk) if chunk else np.zeros((0,))
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".tmp.npy")
+                    np.save(tmp, arr)
+                    tmp.replace(path)
+                parts.append(arr)
+        return np.concatenate(parts)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over T of x [B, T, D] where mask [B, T] is true; zeros where a row has no such token."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1)

@@ -1,0 +1,55 @@
+"""Name → selector class. Built-ins are lazy ``module:Class`` paths; third-party selectors come from the
+entry-point group ``selbench.selectors``. A plugin that reuses a taken name is an error, not a silent override."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from selbench.selectors.base import SelectionError, Selector
+
+ENTRY_POINT_GROUP = "selbench.selectors"
+BUILTIN: dict[str, str] = {
+    "random": "selbench.selectors.random:RandomSelector",
+    "length": "selbench.selectors.length:LengthSelector",
+    "perplexity": "selbench.selectors.perplexity:PerplexitySelector",
+    "coincide": "selbench.selectors.coincide:CoincideSelector",
+    "prism": "selbench.selectors.prism:PrismSelector",
+    "xmas": "selbench.selectors.xmas:XmasSelector",
+    "scalselect": "selbench.selectors.scalselect:ScalSelectSelector",
+}
+
+
+def _plugins() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in BUILTIN:
+            raise SelectionError(f"plugin {ep.value!r} claims the built-in selector name {ep.name!r}")
+        if ep.name in found and found[ep.name] != ep.value:
+            raise SelectionError(f"two plugins claim the selector name {ep.name!r}: {found[ep.name]}, {ep.value}")
+        found[ep.name] = ep.value
+    return found
+
+
+def available() -> dict[str, str]:
+    """Every registered selector name → ``module:Class``."""
+    return {**BUILTIN, **_plugins()}
+
+
+def load_class(path: str) -> type:
+    module, _, attr = path.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    for needed in ("name", "Config", "needs", "score", "select"):
+        if not hasattr(cls, needed):
+            raise SelectionError(f"{path}: not a selector (missing {needed!r})")
+    return cls
+
+
+def get_selector(name: str, config: dict[str, Any] | None = None) -> Selector:
+    """Instantiate a registered selector with a validated config."""
+    table = available()
+    if name not in table:
+        raise SelectionError(f"unknown selector {name!r}; available: {', '.join(sorted(table))}")
+    cls = load_class(table[name])
+    return cls(cls.Config(**(config or {})))
