@@ -37,7 +37,7 @@ class Manifest:
 
     def image_path(self, i: int) -> Path | None:
         image = self.frame["image"].iat[i]
-        return None if image is None else self.image_root / image
+        return None if pd.isna(image) else self.image_root / str(image)
 
     def subset(self, indices: list[int]) -> "Manifest":
         frame = self.frame.iloc[sorted(indices)].reset_index(drop=True)

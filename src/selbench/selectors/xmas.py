@@ -52,11 +52,11 @@ def cross_modal_block_sum(attn_sum: torch.Tensor, roles: torch.Tensor, top: int)
     """attn_sum [B, T, T] (head-averaged, summed over layers) → alignment score per row [B]."""
     scores = torch.zeros(len(roles), dtype=torch.float32)
     for b in range(len(roles)):
-        img = torch.flatnonzero(roles[b] == IMAGE)
+        img = torch.nonzero(roles[b] == IMAGE).flatten()
         if len(img) == 0:
             scores[b] = float("nan")
             continue
-        text = torch.flatnonzero((roles[b] >= 0) & (torch.arange(roles.shape[1]) > img.max()))
+        text = torch.nonzero((roles[b] >= 0) & (torch.arange(roles.shape[1]) > img.max())).flatten()
         block = attn_sum[b][text][:, img].double()
         sv = torch.linalg.svdvals(block)
         scores[b] = float(sv[:top].sum())
