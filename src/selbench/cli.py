@@ -134,6 +134,105 @@ def selectors_cmd() -> None:
     console.print(table)
 
 
+def _print_board(board, benchmarks: list[str]) -> None:
+    if board.empty:
+        console.print("[yellow]no results yet[/]")
+        return
+    table = Table("selector", "budget", "seed", "ARP (arp_v1)", *benchmarks, "OSC", "status",
+                  title="Leaderboard: ARP = mean relative performance vs full-data fine-tuning (%); benchmark columns are raw scores (%)")
+    fmt = lambda v, d=1: "N/A" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
+    for _, r in board.iterrows():
+        table.add_row(r["selector"], r["budget"], str(r["seed"]), fmt(r["arp_v1"]),
+                      *[fmt(r[b] * 100 if r[b] is not None and r[b] == r[b] else None) for b in benchmarks],
+                      fmt(r.get("osc_v1"), 2), r["status"] + (f": {r['reason']}" if r["reason"] else ""))
+    console.print(table)
+
+
+def _run_spec(spec: Path) -> None:
+    from selbench.harness import runner
+    from selbench.progress import progress_bar
+
+    try:
+        runner.load_spec(spec)
+    except ValueError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    with progress_bar(f"run {spec.name}") as advance:
+        def on_event(job, outcome) -> None:
+            if outcome is None:
+                err.print(f"[dim]start[/] {job.id} {job.cell.get('selector', '')} {job.cell.get('budget', '')}")
+                return
+            colour = {"done": "green", "cached": "cyan", "failed": "red", "blocked": "yellow"}[outcome.status]
+            err.print(f"[{colour}]{outcome.status}[/] {job.id}" + (f" — {outcome.reason}" if outcome.reason else "")
+                      + (f" ({outcome.seconds:.1f}s)" if outcome.seconds else ""))
+            advance(1)
+
+        result = runner.run(spec, on_event=on_event)
+    _print_board(result.board, result.spec.benchmarks)
+    counts: dict[str, int] = {}
+    for o in result.statuses.values():
+        counts[o.status] = counts.get(o.status, 0) + 1
+    console.print(f"jobs: {counts}")
+    console.print(f"results: [bold]{result.out / 'results.parquet'}[/], timings: {result.out / 'timings.parquet'}, "
+                  f"leaderboard: {result.out / 'leaderboard.parquet'}")
+    if counts.get("failed") or counts.get("blocked"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(spec: Path = typer.Argument(..., help="Run spec (YAML).")) -> None:
+    """Run every cell of a spec; completed stages are reused, a killed run resumes."""
+    _run_spec(spec)
+
+
+@app.command()
+def demo(world: Path = typer.Option(Path("out/world"), help="Where the embedded world lives."),
+         spec: Path = typer.Option(Path("configs/demo.yaml"), help="The demo spec.")) -> None:
+    """The main job on the embedded default: all selectors × budgets + the full-data reference."""
+    if world != Path("out/world"):
+        err.print("[yellow]note:[/] --world is taken from the spec's `world.out`; edit the spec to move it")
+    _run_spec(spec)
+
+
+@app.command()
+def status(spec: Path = typer.Argument(..., help="Run spec (YAML).")) -> None:
+    """The matrix of cells with done / running / failed / pending per stage (reads the store only)."""
+    from selbench.harness import runner
+
+    try:
+        plan, states = runner.status(spec)
+    except ValueError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    table = Table("selector", "budget", "seed", "score", "select", "finetune", "evaluate")
+    colour = {"done": "green", "failed": "red", "running": "yellow", "pending": "dim"}
+    for cell in [plan.reference, *plan.cells]:
+        cols = []
+        for stage in ("score", "select", "finetune", "evaluate"):
+            jid = cell.jobs.get(stage)
+            st = states.get(jid, "-") if jid else "-"
+            cols.append(f"[{colour.get(st, 'white')}]{st}[/]")
+        table.add_row(cell.selector, cell.budget, str(cell.seed), *cols)
+    console.print(table)
+
+
+@app.command("ls")
+def ls(store: Path = typer.Option(Path("runs/store"), help="Artifact store root.")) -> None:
+    """Runs in a store with their result counts."""
+    import pandas as pd
+
+    runs = sorted((store / "runs").glob("*/results.parquet")) if (store / "runs").exists() else []
+    if not runs:
+        console.print(f"no runs in {store}")
+        return
+    table = Table("run", "cells", "result rows", "path")
+    for p in runs:
+        df = pd.read_parquet(p)
+        cells = df[["selector", "budget", "seed"]].drop_duplicates().shape[0] if len(df) else 0
+        table.add_row(p.parent.name, str(cells), str(len(df)), str(p.parent))
+    console.print(table)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -53,3 +53,11 @@ def get_selector(name: str, config: dict[str, Any] | None = None) -> Selector:
         raise SelectionError(f"unknown selector {name!r}; available: {', '.join(sorted(table))}")
     cls = load_class(table[name])
     return cls(cls.Config(**(config or {})))
+
+
+def instantiate(name: str, impl: str | None = None, config: dict[str, Any] | None = None) -> Selector:
+    """A selector by registry name, or by an explicit ``module:Class`` (submissions, tests)."""
+    if impl is None:
+        return get_selector(name, config)
+    cls = load_class(impl)
+    return cls(cls.Config(**(config or {})))

@@ -1,0 +1,56 @@
+"""Benchmark registry: the papers' benchmarks → lmms-eval task, the metric that counts, its direction and scale,
+and whether a judge model is needed; plus the embedded benchmarks (versioned set ``embedded_v1``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    task: str  # lmms-eval task name
+    metric: str  # the metric that counts for relative performance
+    higher_is_better: bool = True
+    scale: float = 1.0  # maximum of the metric (MME's perception is out of 2000)
+    judge: bool = False  # needs a judge model (GPT-4 in the papers)
+    embedded: bool = False
+
+
+REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
+    Benchmark("mmbench_en", "mmbench_en_dev", "gpt_eval_score", scale=100),
+    Benchmark("mmbench_cn", "mmbench_cn_dev", "gpt_eval_score", scale=100),
+    Benchmark("mme_perception", "mme", "mme_perception_score", scale=2000),
+    Benchmark("mme_cognition", "mme", "mme_cognition_score", scale=800),
+    Benchmark("ai2d", "ai2d", "exact_match"),
+    Benchmark("pope", "pope", "pope_f1_score"),
+    Benchmark("scienceqa_img", "scienceqa_img", "exact_match"),
+    Benchmark("ocrbench", "ocrbench", "ocrbench_accuracy"),
+    Benchmark("textvqa", "textvqa_val", "exact_match"),
+    Benchmark("vizwiz", "vizwiz_vqa_val", "exact_match"),
+    Benchmark("gqa", "gqa", "exact_match"),
+    Benchmark("vqav2", "vqav2_val", "exact_match"),
+    Benchmark("mmvet", "mmvet", "gpt_eval_score", scale=100, judge=True),
+    Benchmark("llava_bench", "llava_in_the_wild", "gpt_eval_llava_all", scale=100, judge=True),
+    Benchmark("mmmu", "mmmu_val", "mmmu_acc"),
+    # embedded (generated) benchmarks; tasks shipped in selbench/evaluators/lmms_tasks
+    Benchmark("emb_vqa", "emb_vqa", "exact_match", embedded=True),
+    Benchmark("emb_mc", "emb_mc", "exact_match", embedded=True),
+    Benchmark("emb_pope", "emb_pope", "f1", embedded=True),
+    Benchmark("emb_count", "emb_count", "exact_match", embedded=True),
+    Benchmark("emb_ocr", "emb_ocr", "exact_match", embedded=True),
+]}
+
+BENCHMARK_SETS = {
+    "embedded_v1": ["emb_vqa", "emb_mc", "emb_pope", "emb_count", "emb_ocr"],
+    "xmas_v1": ["vqav2", "gqa", "vizwiz", "scienceqa_img", "textvqa", "pope", "mme_perception", "mmbench_en",
+                "mmbench_cn", "llava_bench", "mmvet"],
+    "scalselect_v1": ["ai2d", "mmbench_en", "mme_perception", "ocrbench", "pope", "scienceqa_img", "textvqa",
+                      "gqa", "mmmu"],
+}
+
+
+def get(name: str) -> Benchmark:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]

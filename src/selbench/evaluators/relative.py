@@ -1,0 +1,36 @@
+"""Relative performance and ARP (``arp_v1``).
+
+Relative performance of a cell on a benchmark = its primary metric / the full-data reference's × 100.
+ARP = the mean over the protocol's benchmarks; a cell missing any of them is N/A (None), never a partial mean.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+ARP_VERSION = "arp_v1"
+OSC_VERSION = "osc_v1"
+
+
+def relative_performance(value: float | None, reference: float | None) -> float | None:
+    if value is None or reference is None or not math.isfinite(value) or not math.isfinite(reference):
+        return None
+    if reference == 0:
+        return None
+    return value / reference * 100.0
+
+
+def arp(values: Mapping[str, float | None], reference: Mapping[str, float | None],
+        benchmarks: Sequence[str]) -> float | None:
+    rel = [relative_performance(values.get(b), reference.get(b)) for b in benchmarks]
+    if not rel or any(r is None for r in rel):
+        return None
+    return sum(rel) / len(rel)  # type: ignore[arg-type]
+
+
+def osc(selection_s: float | None, subset_finetune_s: float | None, full_finetune_s: float | None) -> float | None:
+    """(selection + subset fine-tuning) / full fine-tuning, on the same device kind (``osc_v1``)."""
+    if None in (selection_s, subset_finetune_s, full_finetune_s) or not full_finetune_s:
+        return None
+    return (selection_s + subset_finetune_s) / full_finetune_s  # type: ignore[operator]

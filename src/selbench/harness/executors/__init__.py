@@ -1,0 +1,14 @@
+"""Executors run the same job entrypoint in different places: subprocesses, containers, Ray tasks."""
+
+from __future__ import annotations
+
+from selbench.harness.spec import ExecutorSpec
+from selbench.harness.store import Store
+
+
+def make_executor(spec: ExecutorSpec, store: Store):
+    if spec.kind == "local":
+        from selbench.harness.executors.local import LocalExecutor
+
+        return LocalExecutor(spec, store)
+    raise NotImplementedError(f"executor {spec.kind!r} is not available in this version (local only)")

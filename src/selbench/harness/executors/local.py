@@ -1,0 +1,139 @@
+"""Local executor: one subprocess per job, dependency order, up to ``max_parallel`` at once, GPUs handed out
+through CUDA_VISIBLE_DEVICES, per-stage timeouts, optional address-space limit, logs captured per job.
+A failed, hung or OOM-killed job ends its cell with a reason; everything not downstream of it goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from selbench.harness.spec import ExecutorSpec
+from selbench.harness.store import Job, Store
+
+
+@dataclass
+class Outcome:
+    status: str  # done | cached | failed | blocked
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+def failure_reason(rc: int, log: Path, timed_out: float | None) -> str:
+    if timed_out is not None:
+        return f"timed out after {timed_out:.0f}s (killed)"
+    tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
+    if any("MemoryError" in line or "OutOfMemoryError" in line for line in tail):
+        return "out of memory (MemoryError)"
+    if rc in (-signal.SIGKILL, 137):
+        return "killed by SIGKILL (out of memory?)"
+    if rc < 0:
+        return f"killed by signal {-rc}"
+    errors = [line.strip() for line in tail if "Error" in line or "error:" in line]
+    return f"exit code {rc}: {errors[-1] if errors else (tail[-1].strip() if tail else 'no output')}"[:500]
+
+
+class LocalExecutor:
+    def __init__(self, spec: ExecutorSpec, store: Store):
+        self.spec, self.store = spec, store
+
+    def _limits(self) -> Callable[[], None] | None:
+        mb = self.spec.memory_limit_mb
+        if mb is None:
+            return None
+
+        def apply() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (mb * 2**20, mb * 2**20))
+
+        return apply
+
+    def _launch(self, job: Job, gpu: int | None) -> subprocess.Popen:
+        env = dict(os.environ)
+        env["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
+        if self.spec.threads_per_job:
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                env[var] = str(self.spec.threads_per_job)
+        env.setdefault("SELBENCH_NO_PROGRESS", "1")
+        log = open(self.store.log_path(job.id), "ab")
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.id}\n".encode())
+        log.flush()
+        return subprocess.Popen([sys.executable, "-m", "selbench.harness.job", str(self.store.root), job.id],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=self._limits(),
+                                start_new_session=True)
+
+    def run(self, jobs: list[Job], on_event: Callable[[Job, Outcome | None], None] = lambda j, o: None
+            ) -> dict[str, Outcome]:
+        by_id = {j.id: j for j in jobs}
+        outcomes: dict[str, Outcome] = {}
+        for j in jobs:
+            self.store.write_job(j)
+            if self.store.done(j.id):
+                outcomes[j.id] = Outcome("cached")
+                on_event(j, outcomes[j.id])
+        running: dict[str, tuple[subprocess.Popen, float, int | None]] = {}
+        free_gpus = list(self.spec.gpus)
+        pending = [j.id for j in jobs if j.id not in outcomes]
+        while pending or running:
+            # reap
+            for jid, (proc, t0, gpu) in list(running.items()):
+                limit = self.spec.timeout_s.get(by_id[jid].stage)
+                timed_out = None
+                if proc.poll() is None:
+                    if limit is not None and time.monotonic() - t0 > limit:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                        timed_out = limit
+                    else:
+                        continue
+                rc = proc.returncode
+                del running[jid]
+                if gpu is not None:
+                    free_gpus.append(gpu)
+                secs = time.monotonic() - t0
+                if rc == 0 and timed_out is None and self.store.done(jid):
+                    outcomes[jid] = Outcome("done", seconds=secs)
+                else:
+                    reason = failure_reason(rc, self.store.log_path(jid), timed_out)
+                    outcomes[jid] = Outcome("failed", reason, secs)
+                    self._record_failure(jid, reason)
+                on_event(by_id[jid], outcomes[jid])
+            # launch
+            for jid in list(pending):
+                deps = by_id[jid].deps.values()
+                if any(outcomes.get(d) and outcomes[d].status in ("failed", "blocked") for d in deps):
+                    bad = next(d for d in deps if outcomes.get(d) and outcomes[d].status in ("failed", "blocked"))
+                    outcomes[jid] = Outcome("blocked", f"upstream {bad} {outcomes[bad].status}")
+                    pending.remove(jid)
+                    on_event(by_id[jid], outcomes[jid])
+                    continue
+                if not all(outcomes.get(d) and outcomes[d].status in ("done", "cached") for d in deps):
+                    continue
+                if len(running) >= self.spec.max_parallel:
+                    break
+                gpu = free_gpus.pop(0) if free_gpus else None
+                if self.spec.gpus and gpu is None and by_id[jid].stage in ("score", "finetune", "evaluate"):
+                    continue  # wait for a GPU
+                pending.remove(jid)
+                self._clear_failure(jid)
+                running[jid] = (self._launch(by_id[jid], gpu), time.monotonic(), gpu)
+                on_event(by_id[jid], None)
+            time.sleep(0.05)
+        return outcomes
+
+    def _failure_path(self, jid: str) -> Path:
+        return self.store.root / "failed" / f"{jid}.json"
+
+    def _record_failure(self, jid: str, reason: str) -> None:
+        p = self._failure_path(jid)
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(json.dumps({"reason": reason, "at": time.time()}))
+
+    def _clear_failure(self, jid: str) -> None:
+        self._failure_path(jid).unlink(missing_ok=True)

@@ -1,0 +1,57 @@
+"""The one job entrypoint every executor runs: ``python -m selbench.harness.job STORE JOB_ID``.
+
+Reads the job from the store, runs its stage into a staging folder, records timings (wall seconds, GPU-seconds,
+device name, peak memory) and commits atomically. Exit code 0 = committed; anything else = failed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import resource
+import sys
+import time
+
+from selbench.harness.stages import STAGES
+from selbench.harness.store import Store
+
+
+def device_info() -> tuple[str, int]:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0), torch.cuda.device_count()
+    except Exception:
+        pass
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)", 0
+
+
+def execute(store_root: str, job_id: str) -> int:
+    store = Store(store_root)
+    if store.done(job_id):
+        return 0
+    job = store.read_job(job_id)
+    module, _, fn = STAGES[job.stage].partition(":")
+    stage = getattr(importlib.import_module(module), fn)
+    tmp = store.staging(job_id)
+    t0 = time.perf_counter()
+    meta = stage(job, store, tmp) or {}
+    wall = time.perf_counter() - t0
+    device, n_gpus = device_info()
+    peak_gpu = None
+    if n_gpus:
+        import torch
+
+        peak_gpu = torch.cuda.max_memory_allocated() / 2**20
+    timings = {"wall_s": wall, "gpu_s": wall * n_gpus, "device": device, "n_gpus": n_gpus,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "peak_gpu_mb": peak_gpu, "parts": meta.pop("parts", {})}
+    store.commit(job, tmp, {"timings": timings, **meta})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(execute(sys.argv[1], sys.argv[2]))

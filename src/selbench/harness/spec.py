@@ -1,0 +1,123 @@
+"""Run spec (YAML, validated; unknown keys are errors). Every shipped config begins with the command that runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from selbench.models.training import TrainConfig
+from selbench.selectors.base import Budget
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PoolSpec(Strict):
+    path: Path
+    images: Path | None = None
+    strict: bool = False
+
+
+class WorldSpec(Strict):
+    """Generate (or reuse) the embedded world; pool/target/proxy default to its parts."""
+
+    out: Path = Path("out/world")
+    seed: int = 0
+    samples: int = 3200
+    bench_items: int = 200
+
+
+class SelectorSpec(Strict):
+    name: str
+    impl: str | None = None  # "module:Class" for a selector not in the registry (submissions, tests)
+    config: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None  # shown on leaderboards; default: name
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class EvalSpec(Strict):
+    backend: Literal["hf", "lmms-eval-hf", "lmms-eval-vllm"] = "hf"
+    batch_size: int = 64
+    max_new_tokens: int = 8
+
+
+class ExecutorSpec(Strict):
+    kind: Literal["local", "docker", "ray"] = "local"
+    max_parallel: int = 1
+    gpus: list[int] = Field(default_factory=list)  # device ids handed out through CUDA_VISIBLE_DEVICES
+    timeout_s: dict[str, float] = Field(default_factory=lambda: {"score": 3600, "finetune": 7200,
+                                                                 "evaluate": 3600, "prepare": 600})
+    memory_limit_mb: int | None = None
+    threads_per_job: int | None = None
+    image: str | None = None  # docker image
+    ray_address: str | None = None
+
+
+class RunSpec(Strict):
+    name: str
+    world: WorldSpec | None = None
+    pool: PoolSpec | None = None
+    target: Path | None = None
+    proxy: Path | None = None
+    selectors: list[SelectorSpec]
+    budgets: list[str | float | int]
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    finetune: TrainConfig = Field(default_factory=TrainConfig)
+    benchmarks: list[str]
+    evaluation: EvalSpec = Field(default_factory=EvalSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    store: Path = Path("runs/store")
+    device: str | None = None
+    score_batch_size: int = 32
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list) -> list:
+        for b in v:
+            Budget.parse(b)
+        return v
+
+    @model_validator(mode="after")
+    def _sources(self) -> "RunSpec":
+        if self.world is None and (self.pool is None or self.target is None):
+            raise ValueError("a spec needs either `world` (embedded) or both `pool` and `target`")
+        labels = [s.display for s in self.selectors]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"selector labels must be unique: {labels}")
+        return self
+
+    def resolved(self, base: Path) -> "RunSpec":
+        """Fill pool/target/proxy from the world; make relative paths absolute against ``base``."""
+        upd: dict[str, Any] = {}
+        if self.world is not None:
+            w = self.world.out if self.world.out.is_absolute() else base / self.world.out
+            upd["world"] = self.world.model_copy(update={"out": w})
+            upd["pool"] = self.pool or PoolSpec(path=w / "pool" / "pool.json", images=w / "pool")
+            upd["target"] = self.target or w / "models" / "target"
+            upd["proxy"] = self.proxy or w / "models" / "proxy"
+        spec = self.model_copy(update=upd)
+        absolute = lambda p: None if p is None else (p if p.is_absolute() else base / p)  # noqa: E731
+        pool = spec.pool.model_copy(update={"path": absolute(spec.pool.path), "images": absolute(spec.pool.images)})
+        return spec.model_copy(update={"pool": pool, "target": absolute(spec.target),
+                                       "proxy": absolute(spec.proxy), "store": absolute(spec.store)})
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"run spec not found: {path}")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a run spec is a YAML mapping")
+    try:
+        return RunSpec(**data)
+    except Exception as e:
+        raise ValueError(f"{path}: {e}") from e
