@@ -34,7 +34,7 @@ apt:
 	fi
 
 demo: venv
-	$(VENV)/bin/selbench demo --world $(WORLD)
+	$(VENV)/bin/selbench demo
 
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -186,11 +186,9 @@ def run(spec: Path = typer.Argument(..., help="Run spec (YAML).")) -> None:
 
 
 @app.command()
-def demo(world: Path = typer.Option(Path("out/world"), help="Where the embedded world lives."),
-         spec: Path = typer.Option(Path("configs/demo.yaml"), help="The demo spec.")) -> None:
+def demo(spec: Path = typer.Option(Path("configs/demo.yaml"), help="The demo spec (its `world.out` says "
+                                                                   "where the embedded world lives).")) -> None:
     """The main job on the embedded default: all selectors × budgets + the full-data reference."""
-    if world != Path("out/world"):
-        err.print("[yellow]note:[/] --world is taken from the spec's `world.out`; edit the spec to move it")
     _run_spec(spec)
 
 

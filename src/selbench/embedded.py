@@ -13,7 +13,7 @@ from typing import Callable
 
 from selbench.models import tiny
 from selbench.models.chat import render
-from selbench.models.data import Example
+from selbench.models.data import Collator, Example
 from selbench.models.training import TrainConfig, train
 from selbench.pool import world
 from selbench.pool.llava import read_pool
@@ -50,8 +50,6 @@ def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_benc
         for name, cfg in (("target", tiny.TARGET), ("proxy", tiny.PROXY)):
             processor = tiny.build_processor(tok, cfg)
             model = tiny.build_model(tok, cfg)
-            from selbench.models.data import Collator
-
             log(f"stage-1 alignment of the {name} on {len(examples)} captions")
             model, res = train(model, Collator(processor, cfg.n_image_tokens), examples,
                                stage1.model_copy(update={"seed": seed}))

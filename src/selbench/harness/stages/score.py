@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from selbench.harness.store import Job, Store
@@ -21,7 +22,5 @@ def run(job: Job, store: Store, out: Path) -> dict:
     artifacts = selector.score(pool, ctx)
     save_artifacts(artifacts, out / "artifacts.npz")
     # Checkpoints and shards are scratch: the artifacts are what downstream stages read.
-    import shutil
-
     shutil.rmtree(ctx.work_dir, ignore_errors=True)
     return {"parts": dict(ctx.timings), "notes": ctx.notes}
