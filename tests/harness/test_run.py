@@ -29,6 +29,7 @@ def _spec(tmp: Path, world: Path, selectors: list[dict], **extra) -> Path:
         "executor": {"kind": "local", "max_parallel": 2, "threads_per_job": 1, **extra.pop("executor", {})},
         "store": str(tmp / "store"), **extra,
     }
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
