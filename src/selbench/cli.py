@@ -231,9 +231,5 @@ def ls(store: Path = typer.Option(Path("runs/store"), help="Artifact store root.
     console.print(table)
 
 
-def main() -> None:  # pragma: no cover
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -23,13 +23,9 @@ STAGE1 = TrainConfig(method="full", lr=1e-3, projector_lr=None, epochs=3, batch_
 
 
 def _tokenizer_corpus(root: Path) -> list[str]:
-    texts = []
-    for name in ("pool.json", "captions.json"):
-        for r in json.loads((root / "pool" / name).read_text()):
-            turns = [("user" if t["from"] == "human" else "assistant", t["value"].replace("<image>", ""))
-                     for t in r["conversations"]]
-            texts.append(render(turns, False, 0)[0])
-    return texts
+    return [render(list(s.turns), False, 0)[0]
+            for name in ("pool.json", "captions.json")
+            for s in read_pool(root / "pool" / name, check_images=False).samples]
 
 
 def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_bench: int = 200,

@@ -4,7 +4,6 @@ timings table per cell, and the leaderboard frame (ARP and OSC per cell)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 

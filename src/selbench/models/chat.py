@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IMAGE_TOKEN = "<image>"
+from selbench.pool.llava import IMAGE_TOKEN
+
 EOS = "</s>"
 # Token roles: what each position of the input is.
 TEMPLATE, IMAGE, INSTRUCTION, ANSWER = 0, 1, 2, 3

@@ -38,7 +38,6 @@ class TrainConfig(BaseModel):
     max_length: int = 2048
     bf16: bool = False
     seed: int = 0
-    deepspeed: str | None = None  # a ZeRO config for `accelerate launch` (real path); ignored on CPU
 
 
 @dataclass
@@ -86,6 +85,12 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def total_steps(n_examples: int, cfg: TrainConfig) -> tuple[int, int]:
+    """(micro-batches, optimiser steps) for ``n_examples`` under ``cfg``."""
+    micro = max(1, round(math.ceil(n_examples / cfg.batch_size) * cfg.epochs))
+    return micro, math.ceil(micro / cfg.grad_accum)
+
+
 def train(
     model,
     collator: Collator,
@@ -107,9 +112,7 @@ def train(
     n = len(examples)
     if n == 0:
         raise ValueError("cannot fine-tune on an empty subset")
-    per_epoch = math.ceil(n / cfg.batch_size)
-    micro_total = max(1, round(per_epoch * cfg.epochs))
-    total = math.ceil(micro_total / cfg.grad_accum)
+    micro_total, total = total_steps(n, cfg)
     warmup = round(cfg.warmup_ratio * total)
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, warmup))

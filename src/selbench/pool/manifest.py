@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +24,7 @@ class Manifest:
     image_root: Path
     content_hash: str
     source: str
+    _turns: list[list[tuple[str, str]]] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -33,17 +34,13 @@ class Manifest:
         return self.frame["image"].notna()
 
     def turns(self, i: int) -> list[tuple[str, str]]:
-        return [tuple(t) for t in json.loads(self.frame["turns"].iat[i])]
+        if self._turns is None:  # parsed once: extraction, training and XMAS's checkpoints all read them
+            self._turns = [[(r, t) for r, t in json.loads(s)] for s in self.frame["turns"]]
+        return self._turns[i]
 
     def image_path(self, i: int) -> Path | None:
         image = self.frame["image"].iat[i]
         return None if pd.isna(image) else self.image_root / str(image)
-
-    def subset(self, indices: list[int]) -> "Manifest":
-        frame = self.frame.iloc[sorted(indices)].reset_index(drop=True)
-        frame["index"] = range(len(frame))
-        h = hashlib.sha256((self.content_hash + json.dumps(sorted(indices))).encode()).hexdigest()
-        return Manifest(frame, self.image_root, h, self.source)
 
 
 def _content_hash(samples: list[Sample]) -> str:

@@ -83,7 +83,6 @@ class ScoringContext:
     proxy: Path | None = None
     device: str | None = None
     batch_size: int = 32
-    seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # feature_extraction / proxy_training / scoring
     notes: list[str] = field(default_factory=list)  # said in the output (e.g. rows dropped from scoring)
 

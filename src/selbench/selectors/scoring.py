@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 
 from selbench.pool.manifest import Manifest
 from selbench.selectors.base import (
-    Artifacts, Budget, ScoringContext, SelectionError, Selector, load_artifacts, save_artifacts,
+    Artifacts, Budget, ScoringContext, SelectionError, Selector, check_selection, load_artifacts, save_artifacts,
 )
 
 
@@ -33,29 +34,42 @@ def from_features(selector: Selector, features: np.ndarray, pool: Manifest) -> A
     return fn(features, pool)
 
 
+def _models(ctx: ScoringContext) -> dict[str, str | None]:
+    return {w: (str(getattr(ctx, w)) if getattr(ctx, w) else None) for w in ("target", "proxy")}
+
+
+def score_into(selector: Selector, pool: Manifest, ctx: ScoringContext, path: Path) -> tuple[Artifacts, dict]:
+    """Score in ``ctx.work_dir`` (scratch: shards, proxy checkpoints), save the artifacts at ``path`` with a JSON
+    sidecar, then drop the scratch. The one scoring path of ``selbench select`` and the harness's score stage."""
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    artifacts = selector.score(pool, ctx)
+    meta: dict[str, Any] = {"selector": selector.name, "config": selector.config.model_dump(mode="json"),
+                            "pool_hash": pool.content_hash, "models": _models(ctx),
+                            "timings": {**ctx.timings, "total": time.perf_counter() - t0}, "notes": ctx.notes}
+    save_artifacts(artifacts, path, meta)
+    shutil.rmtree(ctx.work_dir, ignore_errors=True)
+    return artifacts, meta
+
+
 def score_cached(selector: Selector, pool: Manifest, ctx: ScoringContext, cache: Path) -> tuple[Artifacts, dict]:
-    models = {w: (str(getattr(ctx, w)) if getattr(ctx, w) else None) for w in ("target", "proxy")}
-    key = score_key(selector, pool, models)
+    key = score_key(selector, pool, _models(ctx))
     path = cache / f"{selector.name}-{key}.npz"
     if path.exists():
         meta = json.loads(path.with_suffix(".json").read_text())
         return load_artifacts(path), {**meta, "cached": True}
     ctx.work_dir = cache / f"{selector.name}-{key}.work"
-    ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    artifacts = selector.score(pool, ctx)
-    meta: dict[str, Any] = {"selector": selector.name, "config": selector.config.model_dump(mode="json"),
-                            "pool_hash": pool.content_hash, "models": models,
-                            "timings": {**ctx.timings, "total": time.perf_counter() - t0}, "notes": ctx.notes}
-    save_artifacts(artifacts, path, meta)
+    artifacts, meta = score_into(selector, pool, ctx, path)
     return artifacts, {**meta, "cached": False}
 
 
 def select(selector: Selector, artifacts: Artifacts, budget: str | float | int | Budget, seed: int,
            pool_n: int) -> tuple[np.ndarray, float]:
+    """Resolve the budget, select, and enforce the contract (exact count, unique, in range) for any selector,
+    plugins and submissions included."""
     k = Budget.parse(budget).resolve(pool_n)
     t0 = time.perf_counter()
-    idx = selector.select(artifacts, k, seed)
+    idx = check_selection(selector.select(artifacts, k, seed), k, pool_n, selector.name)
     return idx, time.perf_counter() - t0
 
 

@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from selbench.models.chat import IMAGE
-from selbench.models.training import TrainConfig
+from selbench.models.training import TrainConfig, total_steps
 from selbench.pool.manifest import Manifest
 from selbench.selectors import _features
 from selbench.selectors.base import Artifacts, ScoringContext, check_selection, pool_size
@@ -108,8 +108,7 @@ class XmasSelector:
         from selbench.models.training import train
 
         cfg = self.config.proxy_training
-        total = math.ceil(math.ceil(len(pool) / cfg.batch_size) * cfg.epochs / cfg.grad_accum)
-        steps = checkpoint_steps(total, self.config.checkpoints)
+        steps = checkpoint_steps(total_steps(len(pool), cfg)[1], self.config.checkpoints)
         dirs = [ctx.work_dir / "checkpoints" / f"step-{s:07d}" for s in steps]
         if all((d / "config.json").exists() for d in dirs):
             return dirs
@@ -133,6 +132,7 @@ class XmasSelector:
         with ctx.timed("proxy_training"):
             ckpts = self._train_proxy(pool, ctx)
         rows = np.flatnonzero(pool.has_image.to_numpy())
+        image_examples = _features.examples(pool, rows)
         traj = np.zeros((len(rows), len(ckpts)))
         with ctx.timed("feature_extraction"):
             for c, ckpt in enumerate(ckpts):
@@ -144,7 +144,7 @@ class XmasSelector:
                     return cross_modal_block_sum(total.cpu(), batch.roles.cpu(), cfg.top_singular).numpy()
 
                 head_avg = {i: (lambda probs, batch: probs.mean(1)) for i in range(n_layers)}
-                traj[:, c] = eng.run(_features.examples(pool, rows), reduce, n_blocks=None, attention=head_avg,
+                traj[:, c] = eng.run(image_examples, reduce, n_blocks=None, attention=head_avg,
                                      shard_dir=ctx.work_dir / f"shards-{c}", desc=f"xmas: checkpoint {c + 1}")
         with ctx.timed("scoring"):
             instab = instability(traj)

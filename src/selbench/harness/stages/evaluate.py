@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from selbench.evaluators.benchmarks import get
+from selbench.evaluators.embedded import evaluate_hf
 from selbench.harness.store import Job, Store
 
 
@@ -34,8 +35,6 @@ def run(job: Job, store: Store, out: Path) -> dict:
                 model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
                 processor = AutoProcessor.from_pretrained(model_dir)
             t0 = time.perf_counter()
-            from selbench.evaluators.embedded import evaluate_hf
-
             result, preds = evaluate_hf(model, processor, name, Path(c["bench_dir"]), batch_size=c["batch_size"],
                                         max_new_tokens=c["max_new_tokens"])
             tmp = done.with_suffix(".tmp")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from selbench.harness.stages.select import SELECTION
 from selbench.harness.store import Job, Store
 from selbench.models.data import Collator
 from selbench.models.training import TrainConfig, merge_for_export, train
@@ -24,7 +25,7 @@ def run(job: Job, store: Store, out: Path) -> dict:
     c = job.config
     recipe = TrainConfig(**c["recipe"])
     pool = load_manifest(store.path(job.deps["pool"]) / "manifest.parquet")
-    indices = json.loads((store.path(job.deps["select"]) / "selection.json").read_text())["indices"]
+    indices = json.loads((store.path(job.deps["select"]) / f"{SELECTION}.json").read_text())["indices"]
     model = LlavaForConditionalGeneration.from_pretrained(c["target"], dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(c["target"])
     collator = Collator(processor, int(model.config.image_seq_length), max_length=recipe.max_length)

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
+
+import numpy as np
 
 from selbench.harness.store import Job, Store
 from selbench.pool.manifest import load_manifest
-from selbench.selectors.base import Budget, check_selection, load_artifacts
+from selbench.selectors.base import Budget, load_artifacts
 from selbench.selectors.registry import instantiate
+from selbench.selectors.scoring import select, write_selection
+
+SELECTION = "selection.txt"  # one uid per line; SELECTION + ".json" holds the indices
 
 
 def run(job: Job, store: Store, out: Path) -> dict:
     c = job.config
     pool = load_manifest(store.path(job.deps["pool"]) / "manifest.parquet")
-    k = Budget.parse(c["budget"]).resolve(len(pool))
-    t0 = time.perf_counter()
     if c["selector"] == "full":
-        indices = list(range(len(pool)))
+        indices, seconds = np.arange(Budget.parse(c["budget"]).resolve(len(pool))), 0.0
     else:
         selector = instantiate(c["selector"], c.get("impl"), c.get("config"))
         artifacts = load_artifacts(store.path(job.deps["score"]) / "artifacts.npz")
-        indices = check_selection(selector.select(artifacts, k, c["seed"]), k, len(pool), c["selector"]).tolist()
-    seconds = time.perf_counter() - t0
-    uids = pool.frame["uid"].to_numpy()
-    (out / "selection.json").write_text(json.dumps({"indices": sorted(indices), "budget": k}))
-    (out / "selection.txt").write_text("".join(f"{uids[i]}\n" for i in sorted(indices)))
+        indices, seconds = select(selector, artifacts, c["budget"], c["seed"], len(pool))
+    write_selection(out / SELECTION, pool, indices, {"budget": c["budget"], "seed": c.get("seed")})
     return {"parts": {"selection": seconds}, "n_selected": len(indices)}
