@@ -21,6 +21,10 @@ class Cell:
     seed: int
     jobs: dict[str, str] = field(default_factory=dict)  # stage → job id
 
+    @property
+    def identity(self) -> dict:
+        return {"selector": self.selector, "budget": self.budget, "seed": self.seed}
+
 
 @dataclass
 class Plan:
@@ -45,16 +49,16 @@ def build_plan(spec: RunSpec) -> Plan:
     pool_cfg = {"pool": str(spec.pool.path), "images": str(spec.pool.images) if spec.pool.images else None,
                 "strict": spec.pool.strict, "file": _file_id(spec.pool.path)}
     prepare = add(Job("prepare", pool_cfg))
-    target_id = model_fingerprint(spec.target)
+    fingerprints = {w: model_fingerprint(getattr(spec, w)) for w in ("target", "proxy")}  # once per plan
     bench_dir = str(spec.world.out / "benchmarks") if spec.world else None
     eval_cfg = {"benchmarks": spec.benchmarks, "backend": spec.evaluation.backend, "bench_dir": bench_dir,
                 "batch_size": spec.evaluation.batch_size, "max_new_tokens": spec.evaluation.max_new_tokens}
 
     def train_eval(select: Job, cell: Cell, seed: int) -> None:
         recipe = spec.finetune.model_copy(update={"seed": seed}).model_dump(mode="json")
-        ft = add(Job("finetune", {"recipe": recipe, "target": str(spec.target), "target_id": target_id},
-                     {"pool": prepare.id, "select": select.id}, cell.__dict__ | {"jobs": None}))
-        ev = add(Job("evaluate", eval_cfg, {"model": ft.id}, cell.__dict__ | {"jobs": None}))
+        ft = add(Job("finetune", {"recipe": recipe, "target": str(spec.target), "target_id": fingerprints["target"]},
+                     {"pool": prepare.id, "select": select.id}, cell.identity))
+        ev = add(Job("evaluate", eval_cfg, {"model": ft.id}, cell.identity))
         cell.jobs.update(select=select.id, finetune=ft.id, evaluate=ev.id)
 
     ref = Cell(FULL, "100%", 0)
@@ -74,7 +78,7 @@ def build_plan(spec: RunSpec) -> Plan:
                 if path is None:
                     raise ValueError(f"selector {sel.name!r} needs a {which} model; the spec names none")
                 score_cfg[which] = str(path)
-                score_cfg[f"{which}_id"] = model_fingerprint(path)
+                score_cfg[f"{which}_id"] = fingerprints[which]
         score = add(Job("score", score_cfg, {"pool": prepare.id}, {"selector": sel.display}))
         for budget in spec.budgets:
             label = Budget.parse(budget).label
@@ -82,7 +86,7 @@ def build_plan(spec: RunSpec) -> Plan:
                 cell = Cell(sel.display, label, seed, {"score": score.id})
                 select = add(Job("select", {"selector": sel.name, "impl": sel.impl, "config": sel.config,
                                             "budget": budget, "seed": seed},
-                                 {"pool": prepare.id, "score": score.id}, cell.__dict__ | {"jobs": None}))
+                                 {"pool": prepare.id, "score": score.id}, cell.identity))
                 train_eval(select, cell, seed)
                 cells.append(cell)
     for c in [ref, *cells]:

@@ -17,6 +17,9 @@ from typing import Any
 
 import selbench
 
+# Bumped whenever a stage's output layout changes, so old store entries are recomputed rather than misread.
+STORE_FORMAT = 2
+
 
 def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -49,7 +52,7 @@ class Job:
     @property
     def key(self) -> str:
         return stable_hash({"stage": self.stage, "config": self.config, "deps": self.deps,
-                            "version": selbench.__version__})
+                            "version": selbench.__version__, "store_format": STORE_FORMAT})
 
     @property
     def id(self) -> str:

@@ -19,6 +19,9 @@ from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Store
 
 
+GPU_STAGES = ("score", "finetune", "evaluate")  # prepare and select are CPU work: they take no device
+
+
 @dataclass
 class Outcome:
     status: str  # done | cached | failed | blocked
@@ -117,9 +120,11 @@ class LocalExecutor:
                     continue
                 if len(running) >= self.spec.max_parallel:
                     break
-                gpu = free_gpus.pop(0) if free_gpus else None
-                if self.spec.gpus and gpu is None and by_id[jid].stage in ("score", "finetune", "evaluate"):
-                    continue  # wait for a GPU
+                gpu = None
+                if self.spec.gpus and by_id[jid].stage in GPU_STAGES:
+                    if not free_gpus:
+                        continue  # wait for a GPU
+                    gpu = free_gpus.pop(0)
                 pending.remove(jid)
                 self._clear_failure(jid)
                 running[jid] = (self._launch(by_id[jid], gpu), time.monotonic(), gpu)
