@@ -14,7 +14,8 @@ app = typer.Typer(help="SelBench: benchmark harness for multimodal data selectio
                   pretty_exceptions_enable=False)
 pool_app = typer.Typer(help="Inspect and validate instruction pools.", no_args_is_help=True)
 app.add_typer(pool_app, name="pool")
-console = Console()
+# Wide when not a terminal (logs, CI): the leaderboard has a column per benchmark.
+console = Console() if Console().is_terminal else Console(width=200)
 err = Console(stderr=True)
 
 
