@@ -8,6 +8,7 @@ Vicuna; ours starts from random init and must first learn the world's words).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -30,16 +31,22 @@ def _tokenizer_corpus(root: Path) -> list[str]:
 
 def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_bench: int = 200,
                 stage1: TrainConfig = STAGE1, log: Callable[[str], None] = print) -> Path:
-    """Write data and models under ``out``; each part is skipped when already complete (``*.done`` markers)."""
+    """Write data and models under ``out``. Each part is skipped when its ``*.done`` marker records the same
+    parameters and world version; a changed generator or setting rebuilds it (and everything after it)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data_done = out / "data.done"
-    if not data_done.exists():
+    data_key = {"world_version": world.WORLD_VERSION, "seed": seed, "n_samples": n_samples, "n_bench": n_bench}
+    models_key = {**data_key, "stage1": stage1.model_dump(mode="json"), "target": tiny.TARGET.model_dump(),
+                  "proxy": tiny.PROXY.model_dump()}
+    data_done, models_done = out / "data.done", out / "models.done"
+    if not _marked(data_done, data_key):
         log(f"generating pool ({n_samples} samples) and benchmarks ({n_bench} items each) with seed {seed}")
+        models_done.unlink(missing_ok=True)
+        for part in ("pool", "benchmarks"):
+            shutil.rmtree(out / part, ignore_errors=True)
         world.generate(out, seed=seed, n_samples=n_samples, n_bench=n_bench)
-        data_done.write_text(json.dumps({"seed": seed}))
-    models_done = out / "models.done"
-    if not models_done.exists():
+        data_done.write_text(json.dumps(data_key, sort_keys=True))
+    if not _marked(models_done, models_key):
         tok = tiny.train_tokenizer(_tokenizer_corpus(out))
         captions = read_pool(out / "pool" / "captions.json", out / "pool")
         examples = [Example(list(s.turns), out / "pool" / s.image) for s in captions.samples]
@@ -51,5 +58,9 @@ def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_benc
                                stage1.model_copy(update={"seed": seed}))
             log(f"  {res.steps} steps in {res.wall_s:.1f}s, loss {res.losses[0]:.2f} → {res.losses[-1]:.2f}")
             tiny.save(model, processor, out / "models" / name)
-        models_done.write_text(json.dumps({"seed": seed}))
+        models_done.write_text(json.dumps(models_key, sort_keys=True))
     return out
+
+
+def _marked(marker: Path, key: dict) -> bool:
+    return marker.exists() and json.loads(marker.read_text()) == json.loads(json.dumps(key, sort_keys=True))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2  # 2: label noise in multi-turn rows follows each turn's skill
 IMAGE_SIZE = 32
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
@@ -217,16 +217,16 @@ def make_pool(out: Path, n_samples: int, seed: int, noise: float = 0.06) -> tupl
             name = f"{len(images):06d}.png"
             (img_dir / name).write_bytes(render(scene))
             images.append((name, scene))
-        turns: list[tuple[str, str]] = []
         if skill == "multiturn":
-            for s in rng.permutation(["color", "shape", "position", "yesno"])[: int(rng.integers(2, 4))]:
-                turns.append(ASK[str(s)](scene, rng))
+            turn_skills = [str(s) for s in rng.permutation(["color", "shape", "position", "yesno"])
+                           [: int(rng.integers(2, 4))]]
         else:
-            turns.append(ASK[skill](scene, rng))
+            turn_skills = [skill]
         conv = []
-        for t, (q, a) in enumerate(turns):
+        for t, turn_skill in enumerate(turn_skills):
+            q, a = ASK[turn_skill](scene, rng)
             if rng.random() < noise:
-                a = _wrong_answer(skill if skill != "multiturn" else "color", a, rng)
+                a = _wrong_answer(turn_skill, a, rng)
             if t == 0:
                 # LLaVA-665K has the tag before *and* after the question; keep both forms.
                 q = f"<image>\n{q}" if rng.random() < 0.8 else f"{q}\n<image>"

@@ -1,0 +1,25 @@
+"""build_world reuses a complete world and rebuilds parts whose parameters or generator version changed."""
+
+import json
+
+from selbench.embedded import STAGE1, build_world
+from selbench.pool import world
+
+
+def test_markers_reuse_and_rebuild(tmp_path) -> None:
+    quick = STAGE1.model_copy(update={"epochs": 0.1})
+    build_world(tmp_path, seed=1, n_samples=120, n_bench=10, stage1=quick, log=lambda m: None)
+    weights = tmp_path / "models" / "target" / "model.safetensors"
+    first = weights.stat().st_mtime_ns
+    logs: list[str] = []
+    build_world(tmp_path, seed=1, n_samples=120, n_bench=10, stage1=quick, log=logs.append)
+    assert logs == [] and weights.stat().st_mtime_ns == first  # nothing redone
+    build_world(tmp_path, seed=1, n_samples=120, n_bench=12, stage1=quick, log=logs.append)
+    assert logs and logs[0].startswith("generating pool")  # a changed setting regenerates data and models
+    assert json.loads((tmp_path / "data.done").read_text())["n_bench"] == 12
+    assert weights.stat().st_mtime_ns != first
+    marker = json.loads((tmp_path / "data.done").read_text())
+    (tmp_path / "data.done").write_text(json.dumps({**marker, "world_version": world.WORLD_VERSION - 1}))
+    logs.clear()
+    build_world(tmp_path, seed=1, n_samples=120, n_bench=12, stage1=quick, log=logs.append)
+    assert logs and logs[0].startswith("generating pool")  # an older generator's world is not reused
