@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-WORLD_VERSION = 3  # 2: multi-turn label noise follows each turn's skill; 3: more yes/no rows
+WORLD_VERSION = 2  # 2: label noise in multi-turn rows follows each turn's skill
 IMAGE_SIZE = 32
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
@@ -30,8 +30,8 @@ LETTERS = "ABCDEF"
 
 # Skewed skill mix of the pool (LLaVA-665K is dominated by short VQA too).
 POOL_SKILLS = {
-    "color": 0.20, "shape": 0.05, "position": 0.05, "yesno": 0.28, "mc": 0.09,
-    "count": 0.09, "ocr": 0.13, "multiturn": 0.07, "text": 0.04,
+    "color": 0.24, "shape": 0.07, "position": 0.06, "yesno": 0.20, "mc": 0.10,
+    "count": 0.10, "ocr": 0.13, "multiturn": 0.06, "text": 0.04,
 }
 
 
