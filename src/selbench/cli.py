@@ -149,7 +149,7 @@ def _print_board(board, benchmarks: list[str]) -> None:
     console.print(table)
 
 
-def _run_spec(spec: Path) -> None:
+def _run_spec(spec: Path, fail_exit: bool = True):
     from selbench.harness import runner
     from selbench.progress import progress_bar
 
@@ -176,8 +176,10 @@ def _run_spec(spec: Path) -> None:
     console.print(f"jobs: {counts}")
     console.print(f"results: [bold]{result.out / 'results.parquet'}[/], timings: {result.out / 'timings.parquet'}, "
                   f"leaderboard: {result.out / 'leaderboard.parquet'}")
-    if counts.get("failed") or counts.get("blocked"):
+    console.print(f"report: [bold]{result.out / 'report' / 'index.html'}[/]")
+    if fail_exit and (counts.get("failed") or counts.get("blocked")):
         raise typer.Exit(1)
+    return result
 
 
 @app.command()
@@ -213,6 +215,67 @@ def status(spec: Path = typer.Argument(..., help="Run spec (YAML).")) -> None:
             cols.append(f"[{colour.get(st, 'white')}]{st}[/]")
         table.add_row(cell.selector, cell.budget, str(cell.seed), *cols)
     console.print(table)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder: STORE/runs/NAME (holds results.parquet)."),
+    format: list[str] = typer.Option(["html"], "--format", "-f",
+                                     help="html (with plots and every export), latex, md or csv; repeatable."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default RUN_DIR/report)."),
+) -> None:
+    """Render a run's leaderboards: HTML with plots, LaTeX (booktabs), Markdown and CSV tables."""
+    from selbench.reports import build_report
+    from selbench.reports.html import FORMATS
+
+    bad = [f for f in format if f not in FORMATS]
+    if bad:
+        err.print(f"[red]error:[/] unknown --format {', '.join(bad)}; choose from {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    try:
+        folder, written = build_report(run_dir, tuple(format), out, force=True)
+    except FileNotFoundError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    for p in written:
+        console.print(str(p))
+    if "html" in format:
+        console.print(f"report: [bold]{folder / 'index.html'}[/]")
+
+
+@app.command()
+def nightly(
+    spec: Path = typer.Argument(..., help="Run spec (YAML)."),
+    history: Path = typer.Option(..., help="History folder: history.parquet, nights/, index.html (trend page)."),
+    arp_tolerance: float = typer.Option(5.0, help="Smallest ARP change (points) that counts, with one seed."),
+    osc_tolerance: float = typer.Option(0.25, help="Smallest relative OSC change that counts."),
+    z: float = typer.Option(2.0, help="Noise multiple of the seed std of the mean difference (several seeds)."),
+) -> None:
+    """Run a spec, compare every cell with the previous night, append to the history, render the trend page.
+    Exits 1 when a cell regressed (ARP or OSC beyond noise, or a cell that now fails)."""
+    from selbench.harness.store import stable_hash
+    from selbench.reports.nightly import Thresholds, record
+
+    result = _run_spec(spec, fail_exit=False)
+    commit = None
+    if not result.board.empty and "commit" in result.board.columns:
+        commit = next((c for c in result.board["commit"] if isinstance(c, str)), None)
+    try:
+        night = record(history, result.board, result.spec.name, stable_hash(result.spec.model_dump(mode="json")),
+                       commit, Thresholds(arp_tolerance, osc_tolerance, z))
+    except ValueError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+    table = Table("cell", "kind", "metric", "detail", title=f"night {night.night} vs {night.previous or '—'}")
+    colour = {"regression": "red", "improvement": "green"}
+    for c in night.changes:
+        table.add_row(f"{c.selector} @ {c.budget}", f"[{colour.get(c.kind, 'white')}]{c.kind}[/]", c.metric, c.detail)
+    console.print(table if night.changes else f"night {night.night}: no change beyond noise"
+                  + ("" if night.previous else " (first night)"))
+    console.print(f"trend page: [bold]{night.page}[/]")
+    if night.regressions:
+        err.print(f"[red]{len(night.regressions)} regression(s)[/]")
+        raise typer.Exit(1)
 
 
 @app.command("ls")

@@ -7,12 +7,14 @@ import json
 
 import pandas as pd
 
-from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION, arp, osc
+from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION, arp, osc, relative_performance
 from selbench.harness.plan import Plan
 from selbench.harness.spec import RunSpec
 from selbench.harness.store import Store, stable_hash
 
 SELECTION_PARTS = ("feature_extraction", "proxy_training", "scoring", "selection")
+LINEAGE_COLUMNS = ("spec_hash", "prepare_job", "score_job", "select_job", "finetune_job", "evaluate_job",
+                   "commit", "selbench", "torch", "transformers")
 
 
 def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -37,6 +39,9 @@ def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict) -> tuple[pd
                 t["device"] = m["device"]
                 for k, v in m.get("parts", {}).items():
                     parts[k] = parts.get(k, 0.0) + v
+        if store.done(ev):  # versions and commit the checkpoint was evaluated with
+            env = store.meta(ev).get("environment", {})
+            t.update({k: env.get(k) for k in ("commit", "selbench", "torch", "transformers")})
         for p in SELECTION_PARTS:
             t[f"{p}_s"] = parts.get(p, 0.0)
         # Selection cost = everything the selector spent: its score job (extraction, proxy training, scoring)
@@ -58,23 +63,44 @@ def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict) -> tuple[pd
 
 
 def leaderboard(results: pd.DataFrame, timings: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
-    """One row per (selector, budget, seed): ARP, per-benchmark relative performance, OSC."""
-    if results.empty:
+    """One row per (selector, budget, seed): status, ARP, each benchmark's primary value and relative performance
+    (``rel_<benchmark>``), OSC and the selection-time parts, GPU seconds, device and lineage ids."""
+    if timings.empty:
         return pd.DataFrame()
-    prim = results[results["primary"]]
-    ref = prim[prim["selector"] == "full"].set_index("benchmark")["value"].to_dict()
+    prim = results[results["primary"].astype(bool)] if not results.empty else pd.DataFrame(
+        columns=["selector", "budget", "seed", "benchmark", "value"])
+    ref_rows = prim[prim["selector"] == "full"]
+    if ref_rows["benchmark"].duplicated().any():
+        raise ValueError("the results hold more than one full-data reference value per benchmark")
+    ref = ref_rows.set_index("benchmark")["value"].to_dict()
     full_ft = timings.loc[timings["selector"] == "full", "finetune_s"]
     full_ft_s = float(full_ft.iloc[0]) if len(full_ft) and pd.notna(full_ft.iloc[0]) else None
     rows = []
     for _, t in timings.iterrows():
         vals = prim[(prim["selector"] == t["selector"]) & (prim["budget"] == t["budget"])
                     & (prim["seed"] == t["seed"])].set_index("benchmark")["value"].to_dict()
-        row = {"selector": t["selector"], "budget": t["budget"], "seed": t["seed"], "status": t["status"],
-               "reason": t["reason"], ARP_VERSION: arp(vals, ref, benchmarks)}
+        vals = {b: (None if pd.isna(v) else float(v)) for b, v in vals.items()}
+        row = {"selector": t["selector"], "budget": t["budget"], "seed": int(t["seed"]), "status": t["status"],
+               "reason": t.get("reason"), ARP_VERSION: arp(vals, ref, benchmarks)}
         for b in benchmarks:
             row[b] = vals.get(b)
-        if t["selector"] != "full":
-            row[OSC_VERSION] = osc(t["selection_s"], t["finetune_s"], full_ft_s)
-            row["selection_s"], row["finetune_s"] = t["selection_s"], t["finetune_s"]
+        for b in benchmarks:
+            row[f"rel_{b}"] = relative_performance(vals.get(b), ref.get(b))
+        is_ref = t["selector"] == "full"
+        sel_s, ft_s = _num(t.get("selection_s")), _num(t.get("finetune_s"))
+        row[OSC_VERSION] = None if is_ref else osc(sel_s if t["status"] == "done" else None, ft_s, full_ft_s)
+        row["selection_s"] = None if is_ref else sel_s
+        for part in SELECTION_PARTS:
+            row[f"{part}_s"] = None if is_ref else _num(t.get(f"{part}_s"))
+        row["finetune_s"] = ft_s
+        gpu = [_num(t.get(f"{s}_gpu_s")) for s in ("score", "select", "finetune")]
+        row["gpu_hours"] = sum(g for g in gpu if g is not None) / 3600.0
+        row["device"] = t.get("device")
+        for col in LINEAGE_COLUMNS:
+            row[col] = t.get(col)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _num(v) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)

@@ -13,6 +13,7 @@ from selbench.harness.plan import Plan, build_plan
 from selbench.harness.results import collect, leaderboard
 from selbench.harness.spec import RunSpec, load_spec
 from selbench.harness.store import Job, Store
+from selbench.reports import build_report
 
 
 @dataclass
@@ -46,6 +47,7 @@ def run(path: str | Path, *, base: Path | None = None,
     board = leaderboard(results, timings, spec.benchmarks)
     out = store.root / "runs" / spec.name
     board.to_parquet(out / "leaderboard.parquet", index=False)
+    build_report(out)  # the report stage: HTML + plots + LaTeX/Markdown/CSV, skipped when nothing changed
     return RunResult(spec, plan, statuses, results, timings, board, out)
 
 

@@ -1,0 +1,70 @@
+"""Render a run's report: ``RUN_DIR/report/index.html`` (self-contained: CSS inline, plots as data URIs) plus
+``plots/*.png|svg`` and ``tables/*.tex|md|csv``. jinja2 with autoescape on: labels are user input."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+from pathlib import Path
+
+import jinja2
+
+import selbench
+from selbench.reports.export import WRITERS
+from selbench.reports.plots import all_figures
+from selbench.reports.tables import REFERENCE, RunData, all_tables
+
+FORMATS = ("html", "latex", "md", "csv")
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("selbench.reports", "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True)
+
+
+def write_tables(run: RunData, out: Path, formats: tuple[str, ...]) -> list[Path]:
+    written = []
+    tables = all_tables(run)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    for fmt in formats:
+        if fmt == "html":
+            continue
+        writer, ext = WRITERS[fmt]
+        for t in tables:
+            written.append(_write(out / "tables" / f"{t.key}.{ext}", writer(t)))
+    return written
+
+
+def render(run: RunData, out: Path | None = None, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """Write the requested formats under ``out`` (default ``RUN_DIR/report``); return the files written."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown report format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    out = Path(out or run.run_dir / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    # the HTML links every table's downloads, so it always brings the exports with it
+    written = write_tables(run, out, tuple(FORMATS[1:]) if "html" in formats else formats)
+    if "html" in formats:
+        figures = all_figures(run, out / "plots")
+        written += [p for f in figures for p in (f.png, f.svg)]
+        board = run.board
+        cells = board[board["selector"] != REFERENCE]
+        failures = [{"cell": f"{r['selector']} @ {r['budget']} seed {r['seed']}", "reason": r["reason"] or r["status"]}
+                    for _, r in board.iterrows() if r["status"] != "done"]
+        html = environment().get_template("index.html.j2").render(
+            run=run, tables=all_tables(run), figures=figures,
+            images={f.key: base64.b64encode(f.png.read_bytes()).decode() for f in figures},
+            n_cells=len(cells), n_done=int((cells["status"] == "done").sum()) if len(cells) else 0,
+            n_failed=int((board["status"] != "done").sum()) if len(board) else 0, failures=failures,
+            rendered=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=selbench.__version__)
+        written.append(_write(out / "index.html", html))
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path

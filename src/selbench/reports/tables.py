@@ -1,0 +1,279 @@
+"""The report's tables, built from a run's results: a small format-neutral model (``Table`` of ``Cell``) that the
+HTML, LaTeX, Markdown and CSV writers all render, so every format shows the same numbers.
+
+Tables (each keyed by the file stem it is exported under):
+- ``arp``: ARP leaderboard, selectors × budgets under a pool header (XMAS Table 3 layout), mean ± std over
+  seeds, best per column marked;
+- ``benchmarks-<budget>``: one per budget, selectors × benchmarks + Rel. (ScalSelect Table 1 layout), the
+  full-data reference first;
+- ``time``: selection time split into feature extraction / proxy training / scoring, subset fine-tuning, OSC,
+  GPU-hours and device (time / OSC leaderboard);
+- ``lineage``: per cell the spec hash, commit, versions and links to every job's ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from selbench.evaluators.benchmarks import REGISTRY
+from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
+from selbench.harness.results import leaderboard
+
+REFERENCE = "full"
+NA = "N/A"
+
+
+@dataclass
+class Cell:
+    text: str
+    value: float | None = None  # the number behind the text (mean over seeds), for CSV and best-marking
+    std: float | None = None
+    best: bool = False
+    note: str | None = None  # why a cell is N/A (failure reason), shown as a tooltip / footnote
+    href: str | None = None
+
+
+@dataclass
+class Table:
+    key: str
+    title: str
+    caption: str
+    header: list[str]
+    rows: list[list[Cell]]
+    groups: list[tuple[str, int]] = field(default_factory=list)  # column-group header: (label, span)
+    split: int = 0  # the first `split` rows are references, ruled off from the selectors
+
+
+@dataclass
+class RunData:
+    name: str
+    run_dir: Path
+    spec: dict
+    benchmarks: list[str]
+    results: pd.DataFrame
+    timings: pd.DataFrame
+    board: pd.DataFrame
+
+    @property
+    def pool(self) -> str:
+        world = self.spec.get("world")
+        if world:
+            return f"embedded world (seed {world['seed']}, {world['samples']:,} samples)"
+        pool = self.spec.get("pool") or {}
+        return Path(str(pool.get("path", "pool"))).stem
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """A run folder as written by the harness: ``results.parquet``, ``timings.parquet``, ``spec.json``."""
+    run_dir = Path(run_dir)
+    files = {n: run_dir / n for n in ("results.parquet", "timings.parquet", "spec.json")}
+    missing = [str(p) for p in files.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} is not a run folder: missing {', '.join(missing)} "
+                                "(run `selbench run SPEC` first; run folders live under STORE/runs/NAME)")
+    spec = json.loads(files["spec.json"].read_text())
+    return from_frames(pd.read_parquet(files["results.parquet"]), pd.read_parquet(files["timings.parquet"]),
+                       spec, run_dir)
+
+
+def from_frames(results: pd.DataFrame, timings: pd.DataFrame, spec: dict, run_dir: Path) -> RunData:
+    benchmarks = list(spec["benchmarks"])
+    return RunData(spec["name"], Path(run_dir), spec, benchmarks, results, timings,
+                   leaderboard(results, timings, benchmarks))
+
+
+# ----------------------------------------------------------------------------------------------- ordering
+
+def budget_key(label: str) -> tuple[int, float]:
+    """Fractions ("10%") in numeric order, then counts ("100000")."""
+    if label.endswith("%"):
+        return (0, float(label[:-1]))
+    try:
+        return (1, float(label))
+    except ValueError:
+        return (2, 0.0)
+
+
+def budget_fraction(label: str, pool_size: int | None = None) -> float | None:
+    if label.endswith("%"):
+        return float(label[:-1]) / 100.0
+    if pool_size and re.fullmatch(r"\d+", label):
+        return int(label) / pool_size
+    return None
+
+
+def selectors_in_order(run: RunData) -> list[str]:
+    """The spec's order (display labels), the reference excluded."""
+    seen = list(dict.fromkeys(run.board["selector"]))
+    return [s for s in seen if s != REFERENCE]
+
+
+def budgets_in_order(run: RunData) -> list[str]:
+    b = run.board[run.board["selector"] != REFERENCE]["budget"]
+    return sorted(set(b), key=budget_key)
+
+
+# ------------------------------------------------------------------------------------------- aggregation
+
+@dataclass
+class Agg:
+    mean: float | None
+    std: float | None  # None for a single seed
+    n: int
+    note: str | None = None
+
+
+def aggregate(rows: pd.DataFrame, column: str) -> Agg:
+    """Mean ± sample std over seeds. Any seed without a value makes the whole cell N/A (never a partial mean)."""
+    if rows.empty:
+        return Agg(None, None, 0, "not run")
+    vals = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in rows[column]]
+    if any(v is None for v in vals):
+        bad = rows[[v is None for v in vals]]
+        reasons = []
+        for _, r in bad.iterrows():
+            why = r.get("reason") if r.get("status") != "done" else None
+            why = why if isinstance(why, str) and why else (r.get("status") if r.get("status") != "done"
+                                                            else "missing benchmark or reference")
+            reasons.append(f"seed {r['seed']}: {why}")
+        return Agg(None, None, len(vals), "; ".join(reasons))
+    mean = sum(vals) / len(vals)  # type: ignore[arg-type]
+    std = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))  # type: ignore[operator]
+           if len(vals) > 1 else None)
+    return Agg(mean, std, len(vals))
+
+
+def fmt(a: Agg, digits: int = 1) -> Cell:
+    if a.mean is None:
+        return Cell(NA, note=a.note)
+    text = f"{a.mean:.{digits}f}" + (f" ± {a.std:.{digits}f}" if a.std is not None else "")
+    return Cell(text, a.mean, a.std)
+
+
+def mark_best(cells: Iterable[Cell], higher: bool = True) -> None:
+    cells = [c for c in cells if c.value is not None]
+    if not cells:
+        return
+    best = max(c.value for c in cells) if higher else min(c.value for c in cells)  # type: ignore[type-var]
+    for c in cells:
+        c.best = c.value == best
+
+
+def display_scale(benchmark: str) -> float:
+    """Fractions (0–1 metrics) are shown as percentages; metrics with their own scale (MME) as they are."""
+    b = REGISTRY.get(benchmark)
+    return 100.0 if b is None or b.scale == 1.0 else 1.0
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+def arp_table(run: RunData) -> Table:
+    budgets, board = budgets_in_order(run), run.board
+    rows = []
+    ref = board[board["selector"] == REFERENCE]
+    rows.append([Cell("Full data (reference)")] + [Cell("100.0", 100.0) if not ref.empty and (
+        ref["status"] == "done").all() else Cell(NA, note="reference not done") for _ in budgets])
+    for sel in selectors_in_order(run):
+        row = [Cell(sel)]
+        for b in budgets:
+            row.append(fmt(aggregate(board[(board["selector"] == sel) & (board["budget"] == b)], ARP_VERSION)))
+        rows.append(row)
+    for j in range(1, len(budgets) + 1):
+        mark_best([r[j] for r in rows[1:]])
+    seeds = sorted(set(board["seed"]))
+    return Table("arp", "ARP leaderboard",
+                 f"Average relative performance ({ARP_VERSION}: mean over {len(run.benchmarks)} benchmarks of "
+                 f"value / full-data value × 100), {'mean ± std over seeds ' + str(seeds) if len(seeds) > 1 else 'seed ' + str(seeds[0])}; "
+                 "best per budget in bold; N/A when any benchmark or seed is missing.",
+                 ["Selector", *budgets], rows, groups=[("", 1), (run.pool, len(budgets))], split=1)
+
+
+def benchmark_tables(run: RunData) -> list[Table]:
+    board, out = run.board, []
+    names = [REGISTRY[b].name if b in REGISTRY else b for b in run.benchmarks]
+    ref = board[board["selector"] == REFERENCE]
+    for budget in budgets_in_order(run):
+        rows = [[Cell("Full data")] + [fmt(_scaled(aggregate(ref, b), b)) for b in run.benchmarks]
+                + [Cell("100.0", 100.0) if not ref.empty and (ref["status"] == "done").all() else Cell(NA)]]
+        for sel in selectors_in_order(run):
+            part = board[(board["selector"] == sel) & (board["budget"] == budget)]
+            rows.append([Cell(sel)] + [fmt(_scaled(aggregate(part, b), b)) for b in run.benchmarks]
+                        + [fmt(aggregate(part, ARP_VERSION))])
+        for j in range(1, len(run.benchmarks) + 2):
+            mark_best([r[j] for r in rows[1:]])
+        key = "benchmarks-" + re.sub(r"[^0-9A-Za-z]+", "", budget.replace("%", "pct"))
+        out.append(Table(key, f"Per-benchmark results at budget {budget}",
+                         f"Primary metric per benchmark (× 100 for 0–1 metrics) and Rel. = ARP ({ARP_VERSION}); "
+                         f"{budget} of the pool; best per column among selectors in bold.",
+                         ["Method", *names, "Rel."], rows, split=1))
+    return out
+
+
+def time_table(run: RunData) -> Table:
+    board, rows = run.board, []
+    ref = board[board["selector"] == REFERENCE]
+    cols = ["feature_extraction_s", "proxy_training_s", "scoring_s", "selection_s", "finetune_s", OSC_VERSION,
+            "gpu_hours"]
+    ref_ft = aggregate(ref, "finetune_s")
+    rows.append([Cell("Full data"), Cell("—"), Cell("—"), Cell("—"), Cell("—"), fmt(ref_ft),
+                 Cell("1.00", 1.0), fmt(aggregate(ref, "gpu_hours"), 3), Cell(_device(ref))])
+    osc_cells: dict[str, list[Cell]] = {}
+    for sel in selectors_in_order(run):
+        for budget in budgets_in_order(run):
+            part = board[(board["selector"] == sel) & (board["budget"] == budget)]
+            cells = [fmt(aggregate(part, c), 3 if c == "gpu_hours" else (2 if c == OSC_VERSION else 1))
+                     for c in cols]
+            osc_cells.setdefault(budget, []).append(cells[5])
+            rows.append([Cell(f"{sel} @ {budget}"), *cells, Cell(_device(part))])
+    for cells in osc_cells.values():
+        mark_best(cells, higher=False)
+    return Table("time", "Time / OSC leaderboard",
+                 f"Seconds (wall) per stage, mean over seeds. Selection = feature extraction + proxy training + "
+                 f"scoring + loading and ranking (the selector's whole score and select jobs). OSC ({OSC_VERSION}) "
+                 "= (selection + subset fine-tuning) / full fine-tuning; lowest per budget in bold.",
+                 ["Cell", "Feature extraction (s)", "Proxy training (s)", "Scoring (s)", "Selection total (s)",
+                  "Fine-tuning (s)", "OSC", "GPU-hours", "Device"], rows, split=1)
+
+
+def lineage_table(run: RunData, link_base: str = "../../../jobs") -> Table:
+    rows = []
+    for _, r in run.board.iterrows():
+        jobs = []
+        for stage in ("prepare", "score", "select", "finetune", "evaluate"):
+            jid = r.get(f"{stage}_job")
+            if isinstance(jid, str) and jid:
+                jobs.append(Cell(stage, href=f"{link_base}/{jid}/meta.json", note=jid))
+        status = Cell(str(r["status"]), note=r["reason"] if isinstance(r.get("reason"), str) else None)
+        rows.append([Cell(str(r["selector"])), Cell(str(r["budget"])), Cell(str(r["seed"])), status,
+                     Cell(str(r.get("spec_hash") or "")), Cell(str(r.get("commit") or "")[:12]),
+                     Cell(" ".join(f"{k} {r.get(k)}" for k in ("selbench", "torch", "transformers")
+                                   if isinstance(r.get(k), str))), *jobs])
+    width = max((len(r) for r in rows), default=7)
+    header = ["Selector", "Budget", "Seed", "Status", "Spec", "Commit", "Versions"]
+    header += ["Jobs"] + [""] * (width - len(header) - 1)
+    for r in rows:
+        r.extend(Cell("") for _ in range(width - len(r)))
+    return Table("lineage", "Lineage",
+                 "Every cell's spec hash, code commit and versions; the links open each stage's meta.json "
+                 "(config, upstream jobs, environment, timings) in the artifact store.", header, rows)
+
+
+def all_tables(run: RunData) -> list[Table]:
+    return [arp_table(run), *benchmark_tables(run), time_table(run), lineage_table(run)]
+
+
+def _scaled(a: Agg, benchmark: str) -> Agg:
+    k = display_scale(benchmark)
+    return Agg(None if a.mean is None else a.mean * k, None if a.std is None else a.std * k, a.n, a.note)
+
+
+def _device(rows: pd.DataFrame) -> str:
+    devs = sorted({str(d) for d in rows.get("device", pd.Series(dtype=object)).dropna()})
+    return ", ".join(devs) if devs else "—"
