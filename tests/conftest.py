@@ -29,3 +29,40 @@ def small_pool(small_world: Path):
     manifest, report = manifest_from_pool(small_world / "pool" / "pool.json")
     assert not report.issues
     return manifest
+
+
+SMALL_RUN_SELECTORS = [
+    {"name": "random", "label": "picker"},
+    {"name": "length"},
+    {"name": "perplexity", "label": "<script>alert(1)</script>"},  # a hostile display name, for the report
+]
+
+
+def small_run_spec(world: Path, store: Path, selectors: list[dict] = SMALL_RUN_SELECTORS) -> dict:
+    """Three selectors × two budgets + the reference on the small world; 4 epochs at lr 1e-3 so the reference
+    scores above zero on all five benchmarks (ARP is defined)."""
+    return {
+        "name": "small", "world": {"out": str(world), "seed": 3, "samples": 400, "bench_items": 40},
+        "selectors": selectors, "budgets": [0.25, 0.5], "seeds": [0],
+        "finetune": {"method": "full", "lr": 1e-3, "projector_lr": None, "epochs": 4, "batch_size": 8},
+        "benchmarks": ["emb_vqa", "emb_mc", "emb_pope", "emb_count", "emb_ocr"],
+        "evaluation": {"batch_size": 64, "max_new_tokens": 4},
+        "executor": {"kind": "local", "max_parallel": 2, "threads_per_job": 1},
+        "store": str(store),
+    }
+
+
+@pytest.fixture(scope="session")
+def small_run(small_world: Path, tmp_path_factory) -> dict:
+    """A finished harness run (about 2 minutes on 2 cores) with its report; tests copy it before changing it."""
+    import yaml
+
+    from selbench.harness import runner
+
+    root = tmp_path_factory.mktemp("small-run")
+    spec = small_run_spec(small_world, root / "store")
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = runner.run(path)
+    assert {o.status for o in result.statuses.values()} == {"done"}, result.statuses
+    return {"root": root, "spec": spec, "spec_path": path, "run_dir": result.out, "board": result.board}

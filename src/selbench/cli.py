@@ -16,7 +16,7 @@ pool_app = typer.Typer(help="Inspect and validate instruction pools.", no_args_i
 app.add_typer(pool_app, name="pool")
 # Wide when not a terminal (logs, CI): the leaderboard has a column per benchmark.
 console = Console() if Console().is_terminal else Console(width=200)
-err = Console(stderr=True)
+err = Console(stderr=True) if Console(stderr=True).is_terminal else Console(stderr=True, width=200)
 
 
 @app.command()
