@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.selbench-installed
-APT_PACKAGES := docker.io iptables debootstrap chromium
+APT_PACKAGES := chromium fonts-dejavu-core
 WORLD ?= out/world
 # pip.conf here lists local index folders that may not exist; drop that noise, keep real errors.
 QUIET := { grep -v '^WARNING: Location' || true; }
@@ -24,8 +24,9 @@ $(STAMP): requirements/lock.txt requirements/constraints.txt pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages for the Docker executor (dockerd, debootstrap) and the report screenshot (chromium). No test
-# needs them yet (those executors/reports are not built), so `make test` does not install them. Needs root.
+# Debian packages the tests need: headless chromium (+ a font) for the report's screenshot test. Installed only
+# when missing; needs root (CI and these machines run as root). The Docker executor will add docker.io, iptables
+# and debootstrap here when it lands (../shared/ENV-NOTES.md).
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -36,7 +37,7 @@ apt:
 demo: venv
 	$(VENV)/bin/selbench demo
 
-test: venv
+test: venv apt
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: venv
