@@ -11,4 +11,8 @@ def make_executor(spec: ExecutorSpec, store: Store):
         from selbench.harness.executors.local import LocalExecutor
 
         return LocalExecutor(spec, store)
-    raise NotImplementedError(f"executor {spec.kind!r} is not available in this version (local only)")
+    if spec.kind == "ray":
+        from selbench.harness.executors.raycluster import RayExecutor
+
+        return RayExecutor(spec, store)
+    raise NotImplementedError(f"executor {spec.kind!r} is not available in this version (local and ray)")

@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,33 +44,70 @@ def failure_reason(rc: int, log: Path, timed_out: float | None) -> str:
     return f"exit code {rc}: {errors[-1] if errors else (tail[-1].strip() if tail else 'no output')}"[:500]
 
 
+def job_env(threads: int | None, cuda_visible_devices: str | None, extra: dict[str, str] | None = None
+            ) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra or {})
+    if cuda_visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    env.setdefault("SELBENCH_NO_PROGRESS", "1")
+    return env
+
+
+def start_job_process(store_root: Path, job_id: str, log_path: Path, env: dict[str, str],
+                      memory_limit_mb: int | None) -> subprocess.Popen:
+    """The job entrypoint every executor runs: ``python -m selbench.harness.job STORE JOB`` in its own session
+    (so a timeout can kill the whole process group), output appended to the job's log."""
+    limit = None
+    if memory_limit_mb is not None:
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_mb * 2**20, memory_limit_mb * 2**20))
+
+    log = open(log_path, "ab")
+    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job_id} on {socket.gethostname()} "
+              f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')}\n".encode())
+    log.flush()
+    try:
+        return subprocess.Popen([sys.executable, "-m", "selbench.harness.job", str(store_root), job_id],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit,
+                                start_new_session=True)
+    finally:
+        log.close()  # the child holds its own descriptor
+
+
+class ProcessHandle:
+    """A running job as the scheduler sees it: ``poll()`` (exit code or None), ``kill()``; the scheduler
+    enforces the timeout itself (``grace`` 0)."""
+
+    grace = 0.0
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.timed_out: float | None = None
+        self.error: str | None = None
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
 class LocalExecutor:
     def __init__(self, spec: ExecutorSpec, store: Store):
         self.spec, self.store = spec, store
 
-    def _limits(self) -> Callable[[], None] | None:
-        mb = self.spec.memory_limit_mb
-        if mb is None:
-            return None
-
-        def apply() -> None:
-            resource.setrlimit(resource.RLIMIT_AS, (mb * 2**20, mb * 2**20))
-
-        return apply
-
-    def _launch(self, job: Job, gpu: int | None) -> subprocess.Popen:
-        env = dict(os.environ)
-        env["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
-        if self.spec.threads_per_job:
-            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                env[var] = str(self.spec.threads_per_job)
-        env.setdefault("SELBENCH_NO_PROGRESS", "1")
-        log = open(self.store.log_path(job.id), "ab")
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.id}\n".encode())
-        log.flush()
-        return subprocess.Popen([sys.executable, "-m", "selbench.harness.job", str(self.store.root), job.id],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=self._limits(),
-                                start_new_session=True)
+    def _launch(self, job: Job, gpu: int | None) -> "ProcessHandle":
+        log = self.store.log_path(job.id)
+        env = job_env(self.spec.threads_per_job, "" if gpu is None else str(gpu))
+        return ProcessHandle(start_job_process(self.store.root, job.id, log, env, self.spec.memory_limit_mb))
 
     def run(self, jobs: list[Job], on_event: Callable[[Job, Outcome | None], None] = lambda j, o: None
             ) -> dict[str, Outcome]:
@@ -80,22 +118,22 @@ class LocalExecutor:
             if self.store.done(j.id):
                 outcomes[j.id] = Outcome("cached")
                 on_event(j, outcomes[j.id])
-        running: dict[str, tuple[subprocess.Popen, float, int | None]] = {}
+        running: dict[str, tuple[ProcessHandle, float, int | None]] = {}
         free_gpus = list(self.spec.gpus)
         pending = [j.id for j in jobs if j.id not in outcomes]
         while pending or running:
             # reap
-            for jid, (proc, t0, gpu) in list(running.items()):
+            for jid, (handle, t0, gpu) in list(running.items()):
                 limit = self.spec.timeout_s.get(by_id[jid].stage)
                 timed_out = None
-                if proc.poll() is None:
-                    if limit is not None and time.monotonic() - t0 > limit:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
+                if handle.poll() is None:
+                    if limit is not None and time.monotonic() - t0 > limit + handle.grace:
+                        handle.kill()
                         timed_out = limit
                     else:
                         continue
-                rc = proc.returncode
+                rc = handle.poll()
+                timed_out = timed_out or handle.timed_out
                 del running[jid]
                 if gpu is not None:
                     free_gpus.append(gpu)
@@ -103,7 +141,8 @@ class LocalExecutor:
                 if rc == 0 and timed_out is None and self.store.done(jid):
                     outcomes[jid] = Outcome("done", seconds=secs)
                 else:
-                    reason = failure_reason(rc, self.store.log_path(jid), timed_out)
+                    reason = handle.error or failure_reason(rc if rc is not None else -9,
+                                                            self.store.log_path(jid), timed_out)
                     outcomes[jid] = Outcome("failed", reason, secs)
                     self._record_failure(jid, reason)
                 on_event(by_id[jid], outcomes[jid])

@@ -1,0 +1,134 @@
+"""Ray executor: every job is a Ray task that runs the same entrypoint as the local executor
+(``python -m selbench.harness.job STORE JOB`` in its own process group), so isolation, logs, the address-space
+limit and the timeout are the same; Ray decides where it runs. GPU stages ask Ray for ``num_gpus=1`` when the
+cluster has GPUs (Ray sets CUDA_VISIBLE_DEVICES for the task); CPU stages ask for none.
+
+Many machines: every node needs the same environment (this venv) and the store on a shared filesystem at the same
+path; the driver's PYTHONPATH and SELBENCH_* variables travel with each task. ``executor.ray_address`` names the
+cluster (``host:port``); without it a private single-node cluster is started for the run and stopped after.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from selbench.harness.executors.local import (
+    GPU_STAGES,
+    LocalExecutor,
+    Outcome,
+    job_env,
+    start_job_process,
+)
+from selbench.harness.spec import ExecutorSpec
+from selbench.harness.store import Job, Store
+
+# How long past its own timeout the driver waits before cancelling a task whose node stopped answering.
+DRIVER_GRACE_S = 60.0
+
+
+def run_job_task(store_root: str, job_id: str, timeout_s: float | None, memory_limit_mb: int | None,
+                 threads: int | None, extra_env: dict[str, str]) -> dict:
+    """Runs inside a Ray worker: start the job process, enforce the timeout here, on the node that runs it."""
+    import signal
+
+    root = Path(store_root)
+    log = root / "logs" / f"{job_id}.log"
+    import ray
+
+    gpus = ",".join(str(g) for g in ray.get_gpu_ids())  # what Ray granted this task; none for CPU stages
+    env = job_env(threads, gpus, extra_env)
+    proc = start_job_process(root, job_id, log, env, memory_limit_mb)
+    t0 = time.monotonic()
+    timed_out = None
+    while proc.poll() is None:
+        if timeout_s is not None and time.monotonic() - t0 > timeout_s:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            timed_out = timeout_s
+            break
+        time.sleep(0.2)
+    return {"rc": proc.returncode, "timed_out": timed_out, "seconds": time.monotonic() - t0}
+
+
+class RayTaskHandle:
+    """A submitted task as the scheduler sees it. The task enforces the timeout; the driver only steps in
+    ``grace`` seconds later (a lost node)."""
+
+    grace = DRIVER_GRACE_S
+
+    def __init__(self, ref):
+        self.ref = ref
+        self.rc: int | None = None
+        self.timed_out: float | None = None
+        self.error: str | None = None
+
+    def poll(self) -> int | None:
+        import ray
+
+        if self.rc is None:
+            ready, _ = ray.wait([self.ref], timeout=0)
+            if ready:
+                try:
+                    out = ray.get(self.ref)
+                    self.rc, self.timed_out = out["rc"], out["timed_out"]
+                except Exception as e:  # worker died, node lost, task cancelled: the cell says so
+                    self.rc = -1
+                    self.error = f"ray task failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+        return self.rc
+
+    def kill(self) -> None:
+        import ray
+
+        ray.cancel(self.ref, force=True)
+        self.rc = -9
+        self.error = "ray task cancelled by the driver: no answer past its timeout"
+
+
+class RayExecutor(LocalExecutor):
+    """The local scheduler (dependency order, ``max_parallel``, failures end only their cell) with Ray tasks
+    instead of subprocesses."""
+
+    def __init__(self, spec: ExecutorSpec, store: Store):
+        if spec.gpus:
+            raise ValueError("executor.gpus lists local device ids; with kind: ray, Ray assigns GPUs — leave it empty")
+        super().__init__(spec, store)
+        self._remote = None
+        self._gpu_jobs = False
+
+    def run(self, jobs: list[Job], on_event: Callable[[Job, Outcome | None], None] = lambda j, o: None
+            ) -> dict[str, Outcome]:
+        import ray
+
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        started = False
+        if not ray.is_initialized():
+            if self.spec.ray_address:
+                ray.init(address=self.spec.ray_address, log_to_driver=False)
+            else:  # a private cluster for this run; a short temp dir (Ray's socket paths have a length limit)
+                tmp = tempfile.mkdtemp(prefix="sbray-", dir="/tmp")
+                ray.init(num_cpus=max(self.spec.max_parallel, 1) * (self.spec.threads_per_job or 1),
+                         include_dashboard=False, log_to_driver=False, _temp_dir=tmp)
+            started = True
+        try:
+            self._gpu_jobs = ray.cluster_resources().get("GPU", 0) > 0
+            self._remote = ray.remote(max_retries=0)(run_job_task)
+            return super().run(jobs, on_event)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _launch(self, job: Job, gpu: int | None) -> RayTaskHandle:
+        extra = {k: v for k, v in os.environ.items() if k == "PYTHONPATH" or k.startswith("SELBENCH_")}
+        options = {"num_cpus": self.spec.threads_per_job or 1,
+                   "num_gpus": 1 if self._gpu_jobs and job.stage in GPU_STAGES else 0}
+        ref = self._remote.options(**options).remote(  # type: ignore[union-attr]
+            str(self.store.root.resolve()), job.id, self.spec.timeout_s.get(job.stage),
+            self.spec.memory_limit_mb, self.spec.threads_per_job, extra)
+        return RayTaskHandle(ref)
