@@ -220,6 +220,8 @@ def status(spec: Path = typer.Argument(..., help="Run spec (YAML).")) -> None:
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="A run folder: STORE/runs/NAME (holds results.parquet)."),
+    also: list[Path] = typer.Option([], "--also", help="Another run folder (another pool) for the cross-pool ARP "
+                                                        "table (XMAS Table 3 layout); repeatable."),
     format: list[str] = typer.Option(["html"], "--format", "-f",
                                      help="html (with plots and every export), latex, md or csv; repeatable."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default RUN_DIR/report)."),
@@ -233,7 +235,7 @@ def report(
         err.print(f"[red]error:[/] unknown --format {', '.join(bad)}; choose from {', '.join(FORMATS)}")
         raise typer.Exit(2)
     try:
-        folder, written = build_report(run_dir, tuple(format), out, force=True)
+        folder, written = build_report(run_dir, tuple(format), out, force=True, others=also)
     except FileNotFoundError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)

@@ -84,6 +84,7 @@ def test_report_renders_in_chromium(small_run, tmp_path) -> None:
     assert img.std() > 20, "the screenshot is nearly blank"
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_with_exports(small_run) -> None:
     report = small_run["run_dir"] / "report"
     page = (report / "index.html").read_text()
@@ -98,6 +99,7 @@ def test_report_is_self_contained_with_exports(small_run) -> None:
         assert (report / "plots" / f"{fig}.svg").read_text().lstrip().startswith("<?xml")
 
 
+@pytest.mark.slow
 def test_report_cli_formats_and_cache(small_run, tmp_path) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(small_run["run_dir"], run_dir, ignore=shutil.ignore_patterns("report"))

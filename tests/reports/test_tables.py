@@ -14,7 +14,15 @@ import pandas as pd
 import pytest
 
 from selbench.reports.export import latex_escape, markdown_escape, to_csv, to_latex, to_markdown
-from selbench.reports.tables import NA, all_tables, arp_table, benchmark_tables, from_frames, time_table
+from selbench.reports.tables import (
+    NA,
+    all_tables,
+    arp_table,
+    benchmark_tables,
+    from_frames,
+    pools_table,
+    time_table,
+)
 from tests.reports.frames import SPEC, frames
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -105,3 +113,23 @@ def test_hostile_labels_are_escaped(tmp_path) -> None:
     assert row.count(" | ") == 2  # the label's own "|" is escaped, so the row still has three cells
     csv = to_csv(arp_table(run))
     assert pd.read_csv(__import__("io").StringIO(csv))["Selector"].tolist()[1] == label
+
+
+def test_cross_pool_table(tmp_path) -> None:
+    results, timings = frames()
+    a = from_frames(results, timings, SPEC, tmp_path)
+    other = {**SPEC, "name": "flan", "world": None, "pool": {"path": "/data/visionflan/annotation_191-task_1k.json"}}
+    keep = results["selector"].isin(["full", "alpha"]) & (results["budget"].isin(["100%", "10%"]))
+    b = from_frames(results[keep], timings[timings["selector"].isin(["full", "alpha"])
+                                          & timings["budget"].isin(["100%", "10%"])], other, tmp_path)
+    t = pools_table([a, b])
+    assert t.header == ["Selector", "10%", "20%", "10%"]
+    assert t.groups == [("", 1), ("embedded world (seed 0, 1,000 samples) (golden)", 2),
+                        ("annotation_191-task_1k (flan)", 1)]
+    assert [c.text for c in t.rows[1]] == ["beta", NA, NA, NA] and t.rows[1][3].note == "not in this run"
+    assert t.rows[0][3].text == "78.8 ± 15.9" and t.rows[0][3].best
+    got = to_markdown(t)
+    path = GOLDEN / "arp-pools.md"
+    if os.environ.get("SELBENCH_UPDATE_GOLDEN"):
+        path.write_text(got)
+    assert got == path.read_text()

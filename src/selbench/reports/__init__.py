@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Sequence
 
 
 def build_report(run_dir: str | Path, formats: tuple[str, ...] | None = None, out: str | Path | None = None,
-                 force: bool = False) -> tuple[Path, list[Path]]:
+                 force: bool = False, others: Sequence[str | Path] = ()) -> tuple[Path, list[Path]]:
     """Render a run folder's report (default: every format, under ``RUN_DIR/report``). Skipped when the run's
-    results, timings, spec and the package version are unchanged since the last render of the same formats."""
+    results, timings, spec and the package version are unchanged since the last render of the same formats.
+    ``others``: run folders on other pools, for the cross-pool ARP table."""
     import selbench
     from selbench.reports.html import FORMATS, render
     from selbench.reports.tables import load_run
@@ -18,12 +20,13 @@ def build_report(run_dir: str | Path, formats: tuple[str, ...] | None = None, ou
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report"
     h = hashlib.sha256(f"{selbench.__version__}|{','.join(formats)}".encode())
-    for name in ("results.parquet", "timings.parquet", "spec.json"):
-        p = run_dir / name
-        h.update(p.read_bytes() if p.exists() else b"-")
+    for d in (run_dir, *map(Path, others)):
+        for name in ("results.parquet", "timings.parquet", "spec.json"):
+            p = d / name
+            h.update(p.read_bytes() if p.exists() else b"-")
     stamp = out / ".inputs"
     if not force and stamp.exists() and stamp.read_text() == h.hexdigest():
         return out, []
-    written = render(load_run(run_dir), out, formats)
+    written = render(load_run(run_dir), out, formats, [load_run(o) for o in others])
     stamp.write_text(h.hexdigest())
     return out, written

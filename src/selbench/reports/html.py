@@ -7,13 +7,14 @@ import base64
 import datetime as dt
 import os
 from pathlib import Path
+from typing import Sequence
 
 import jinja2
 
 import selbench
 from selbench.reports.export import WRITERS
 from selbench.reports.plots import all_figures
-from selbench.reports.tables import REFERENCE, RunData, all_tables
+from selbench.reports.tables import REFERENCE, RunData, Table, all_tables, pools_table
 
 FORMATS = ("html", "latex", "md", "csv")
 
@@ -24,9 +25,14 @@ def environment() -> jinja2.Environment:
                               lstrip_blocks=True)
 
 
-def write_tables(run: RunData, out: Path, formats: tuple[str, ...]) -> list[Path]:
+def tables_for(run: RunData, others: Sequence[RunData]) -> list[Table]:
+    """The run's tables; with other runs (other pools), the cross-pool ARP table first."""
+    return ([pools_table([run, *others])] if others else []) + all_tables(run)
+
+
+def write_tables(run: RunData, out: Path, formats: tuple[str, ...], others: Sequence[RunData] = ()) -> list[Path]:
     written = []
-    tables = all_tables(run)
+    tables = tables_for(run, others)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     for fmt in formats:
         if fmt == "html":
@@ -37,15 +43,17 @@ def write_tables(run: RunData, out: Path, formats: tuple[str, ...]) -> list[Path
     return written
 
 
-def render(run: RunData, out: Path | None = None, formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """Write the requested formats under ``out`` (default ``RUN_DIR/report``); return the files written."""
+def render(run: RunData, out: Path | None = None, formats: tuple[str, ...] = FORMATS,
+           others: Sequence[RunData] = ()) -> list[Path]:
+    """Write the requested formats under ``out`` (default ``RUN_DIR/report``); return the files written.
+    ``others``: runs on other pools, compared in the cross-pool ARP table (XMAS Table 3)."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown report format(s) {unknown}; choose from {', '.join(FORMATS)}")
     out = Path(out or run.run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
     # the HTML links every table's downloads, so it always brings the exports with it
-    written = write_tables(run, out, tuple(FORMATS[1:]) if "html" in formats else formats)
+    written = write_tables(run, out, tuple(FORMATS[1:]) if "html" in formats else formats, others)
     if "html" in formats:
         figures = all_figures(run, out / "plots")
         written += [p for f in figures for p in (f.png, f.svg)]
@@ -54,7 +62,7 @@ def render(run: RunData, out: Path | None = None, formats: tuple[str, ...] = FOR
         failures = [{"cell": f"{r['selector']} @ {r['budget']} seed {r['seed']}", "reason": r["reason"] or r["status"]}
                     for _, r in board.iterrows() if r["status"] != "done"]
         html = environment().get_template("index.html.j2").render(
-            run=run, tables=all_tables(run), figures=figures,
+            run=run, tables=tables_for(run, others), figures=figures,
             images={f.key: base64.b64encode(f.png.read_bytes()).decode() for f in figures},
             n_cells=len(cells), n_done=int((cells["status"] == "done").sum()) if len(cells) else 0,
             n_failed=int((board["status"] != "done").sum()) if len(board) else 0, failures=failures,

@@ -188,11 +188,36 @@ def arp_table(run: RunData) -> Table:
     for j in range(1, len(budgets) + 1):
         mark_best([r[j] for r in rows[1:]])
     seeds = sorted(set(board["seed"]))
+    over = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]}"
     return Table("arp", "ARP leaderboard",
                  f"Average relative performance ({ARP_VERSION}: mean over {len(run.benchmarks)} benchmarks of "
-                 f"value / full-data value × 100), {'mean ± std over seeds ' + str(seeds) if len(seeds) > 1 else 'seed ' + str(seeds[0])}; "
+                 f"value / full-data value × 100), {over}; "
                  "best per budget in bold; N/A when any benchmark or seed is missing.",
                  ["Selector", *budgets], rows, groups=[("", 1), (run.pool, len(budgets))], split=1)
+
+
+def pools_table(runs: list[RunData]) -> Table:
+    """XMAS Table 3 across runs: one column group per run (its pool), budgets under each, ARP per selector.
+    Selectors are matched by label; a selector absent from a run shows N/A there."""
+    selectors = list(dict.fromkeys(s for r in runs for s in selectors_in_order(r)))
+    header, groups = ["Selector"], [("", 1)]
+    for r in runs:
+        budgets = budgets_in_order(r)
+        header += budgets
+        groups.append((f"{r.pool} ({r.name})", len(budgets)))
+    rows = []
+    for sel in selectors:
+        row = [Cell(sel)]
+        for r in runs:
+            for b in budgets_in_order(r):
+                part = r.board[(r.board["selector"] == sel) & (r.board["budget"] == b)]
+                row.append(fmt(aggregate(part, ARP_VERSION)) if len(part) else Cell(NA, note="not in this run"))
+        rows.append(row)
+    for j in range(1, len(header)):
+        mark_best([r[j] for r in rows])
+    return Table("arp-pools", "ARP across pools",
+                 f"ARP ({ARP_VERSION}) per pool and budget, each pool relative to its own full-data reference; "
+                 "best per column in bold.", header, rows, groups=groups)
 
 
 def benchmark_tables(run: RunData) -> list[Table]:

@@ -61,9 +61,8 @@ def start_job_process(store_root: Path, job_id: str, log_path: Path, env: dict[s
                       memory_limit_mb: int | None) -> subprocess.Popen:
     """The job entrypoint every executor runs: ``python -m selbench.harness.job STORE JOB`` in its own session
     (so a timeout can kill the whole process group), output appended to the job's log."""
-    limit = None
-    if memory_limit_mb is not None:
-        def limit() -> None:
+    def limit() -> None:  # runs in the child before exec
+        if memory_limit_mb is not None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit_mb * 2**20, memory_limit_mb * 2**20))
 
     log = open(log_path, "ab")

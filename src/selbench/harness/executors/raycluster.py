@@ -80,7 +80,8 @@ class RayTaskHandle:
                     self.rc, self.timed_out = out["rc"], out["timed_out"]
                 except Exception as e:  # worker died, node lost, task cancelled: the cell says so
                     self.rc = -1
-                    self.error = f"ray task failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+                    first = str(e).splitlines()[0] if str(e) else ""
+                    self.error = f"ray task failed: {type(e).__name__}: {first}"[:500]
         return self.rc
 
     def kill(self) -> None:
@@ -97,7 +98,8 @@ class RayExecutor(LocalExecutor):
 
     def __init__(self, spec: ExecutorSpec, store: Store):
         if spec.gpus:
-            raise ValueError("executor.gpus lists local device ids; with kind: ray, Ray assigns GPUs — leave it empty")
+            raise ValueError("executor.gpus lists local device ids; with kind: ray, Ray assigns GPUs: "
+                             "leave it empty")
         super().__init__(spec, store)
         self._remote = None
         self._gpu_jobs = False
