@@ -62,8 +62,7 @@ def start_job_process(store_root: Path, job_id: str, log_path: Path, env: dict[s
     """The job entrypoint every executor runs: ``python -m selbench.harness.job STORE JOB`` in its own session
     (so a timeout can kill the whole process group), output appended to the job's log."""
     def limit() -> None:  # runs in the child before exec
-        if memory_limit_mb is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_mb * 2**20, memory_limit_mb * 2**20))
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_mb * 2**20, memory_limit_mb * 2**20))
 
     log = open(log_path, "ab")
     log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job_id} on {socket.gethostname()} "
@@ -71,7 +70,8 @@ def start_job_process(store_root: Path, job_id: str, log_path: Path, env: dict[s
     log.flush()
     try:
         return subprocess.Popen([sys.executable, "-m", "selbench.harness.job", str(store_root), job_id],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit,
+                                stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=limit if memory_limit_mb is not None else None,
                                 start_new_session=True)
     finally:
         log.close()  # the child holds its own descriptor
@@ -103,7 +103,7 @@ class LocalExecutor:
     def __init__(self, spec: ExecutorSpec, store: Store):
         self.spec, self.store = spec, store
 
-    def _launch(self, job: Job, gpu: int | None) -> "ProcessHandle":
+    def _launch(self, job: Job, gpu: int | None) -> ProcessHandle:
         log = self.store.log_path(job.id)
         env = job_env(self.spec.threads_per_job, "" if gpu is None else str(gpu))
         return ProcessHandle(start_job_process(self.store.root, job.id, log, env, self.spec.memory_limit_mb))
