@@ -264,7 +264,7 @@ def nightly(
         commit = next((c for c in result.board["commit"] if isinstance(c, str)), None)
     try:
         night = record(history, result.board, result.spec.name, stable_hash(result.spec.model_dump(mode="json")),
-                       commit, Thresholds(arp_tolerance, osc_tolerance, z))
+                       commit, Thresholds(arp_tolerance, osc_tolerance, z), benchmarks=result.spec.benchmarks)
     except ValueError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2)

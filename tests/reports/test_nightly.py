@@ -65,16 +65,25 @@ def test_failures_osc_new_and_dropped() -> None:
 
 def test_history_appends_and_compares_with_the_same_run(tmp_path) -> None:
     t0 = dt.datetime(2026, 11, 20, 3, tzinfo=dt.timezone.utc)
-    a = record(tmp_path, night({("a", "10%"): [60.0]}), "demo", "h1", "c1", now=t0)
+    a = record(tmp_path, night({("a", "10%"): [60.0]}), "demo", "h1", "c1", now=t0,
+               benchmarks=["emb_vqa", "emb_pope"])
     assert a.previous is None and a.changes == []
     record(tmp_path, night({("a", "10%"): [10.0]}), "other", "h9", "c1", now=t0 + dt.timedelta(hours=1))
-    b = record(tmp_path, night({("a", "10%"): [40.0]}), "demo", "h1", "c2", now=t0 + dt.timedelta(days=1))
+    b = record(tmp_path, night({("a", "10%"): [40.0]}), "demo", "h1", "c2", now=t0 + dt.timedelta(days=1),
+               benchmarks=["emb_vqa", "emb_pope"])
     assert b.previous == a.night and [c.kind for c in b.changes] == ["regression"]
     hist = load_history(tmp_path)
     assert len(hist) == 3 and list(hist["commit"]) == ["c1", "c1", "c2"]
     saved = json.loads((tmp_path / "nights" / b.night / "comparison.json").read_text())
     assert saved["previous"] == a.night and saved["changes"][0]["selector"] == "a"
     assert "regression" in (tmp_path / "index.html").read_text()
+    # another benchmark set: ARP is another quantity, so no deltas, only a note; the next night compares again
+    c = record(tmp_path, night({("a", "10%"): [50.0]}), "demo", "h2", "c2", now=t0 + dt.timedelta(days=2),
+               benchmarks=["emb_vqa"])
+    d = record(tmp_path, night({("a", "10%"): [10.0]}), "demo", "h2", "c2", now=t0 + dt.timedelta(days=3),
+               benchmarks=["emb_vqa"])
+    assert [x.kind for x in c.changes] == ["incomparable"] and not c.regressions
+    assert [x.kind for x in d.changes] == ["regression"]
     (tmp_path / "history.parquet").write_text("not parquet")
     with pytest.raises(ValueError, match="history.parquet: cannot read"):
         record(tmp_path, night({("a", "10%"): [40.0]}), "demo", "h1", "c2")

@@ -21,6 +21,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -41,7 +42,7 @@ class Thresholds:
 class Change:
     selector: str
     budget: str
-    kind: str  # regression | improvement | new | dropped
+    kind: str  # regression | improvement | new | dropped | incomparable
     metric: str  # arp_v1 | osc_v1 | status
     before: float | str | None
     after: float | str | None
@@ -50,13 +51,15 @@ class Change:
     detail: str
 
 
-def night_rows(board: pd.DataFrame, night: str, run: str, spec_hash: str | None, commit: str | None) -> pd.DataFrame:
+def night_rows(board: pd.DataFrame, night: str, run: str, spec_hash: str | None, commit: str | None,
+               benchmarks: Sequence[str] = ()) -> pd.DataFrame:
     cols = ["selector", "budget", "seed", "status", "reason", ARP_VERSION, OSC_VERSION]
     rows = board[[c for c in cols if c in board.columns]].copy()
     rows = rows[rows["selector"] != "full"]
     rows.insert(0, "night", night)
     rows.insert(1, "run", run)
     rows["spec_hash"], rows["commit"] = spec_hash, commit
+    rows["benchmarks"] = ",".join(benchmarks)
     rows[ARP_VERSION] = pd.to_numeric(rows[ARP_VERSION], errors="coerce")
     rows[OSC_VERSION] = pd.to_numeric(rows.get(OSC_VERSION), errors="coerce")
     rows["reason"] = rows["reason"].astype(object).where(rows["reason"].notna(), None)
@@ -155,7 +158,8 @@ def load_history(history_dir: Path) -> pd.DataFrame:
 
 
 def record(history_dir: Path, board: pd.DataFrame, run: str, spec_hash: str | None, commit: str | None,
-           th: Thresholds = Thresholds(), now: dt.datetime | None = None) -> NightlyResult:
+           th: Thresholds = Thresholds(), now: dt.datetime | None = None, benchmarks: Sequence[str] = ()
+           ) -> NightlyResult:
     """Compare tonight's leaderboard with the last night of the same run, append it, render the trend page."""
     history_dir.mkdir(parents=True, exist_ok=True)
     hist = load_history(history_dir)
@@ -164,8 +168,15 @@ def record(history_dir: Path, board: pd.DataFrame, run: str, spec_hash: str | No
         night += f"-{len(set(hist['night']))}"
     mine = hist[hist["run"] == run] if not hist.empty else hist
     previous = sorted(set(mine["night"]))[-1] if not mine.empty else None
-    tonight = night_rows(board, night, run, spec_hash, commit)
-    changes = compare(mine[mine["night"] == previous], tonight, th) if previous else []
+    tonight = night_rows(board, night, run, spec_hash, commit, benchmarks)
+    last = mine[mine["night"] == previous] if previous else mine
+    before = str(last["benchmarks"].iloc[0]) if previous and "benchmarks" in last and len(last) else ""
+    if previous and before and benchmarks and before != ",".join(benchmarks):
+        # ARP over another benchmark set is another quantity: no deltas tonight, it starts a new baseline
+        changes = [Change("*", "*", "incomparable", "benchmarks", before, ",".join(benchmarks), None, None,
+                          "the benchmark set changed, so ARP is not comparable with the previous night")]
+    else:
+        changes = compare(last, tonight, th) if previous else []
     nights = history_dir / "nights" / night
     nights.mkdir(parents=True, exist_ok=True)
     board.to_parquet(nights / "leaderboard.parquet", index=False)
