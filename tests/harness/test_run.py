@@ -116,3 +116,5 @@ def test_failing_hanging_and_oom_cells_end_with_reasons(tmp_path, small_world) -
     assert "timed out after 20s" in board.loc["hang", "reason"]
     assert "out of memory" in board.loc["memory", "reason"]
     assert all(board.loc[s, "status"] == "failed" for s in ("crash", "hang", "memory"))
+    # a selector that never finished has no selection time and no OSC (N/A), not 0 s
+    assert all(pd.isna(board.loc[s, "selection_s"]) and pd.isna(board.loc[s, "osc_v1"]) for s in ("crash", "hang"))

@@ -46,7 +46,9 @@ def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict) -> tuple[pd
             t[f"{p}_s"] = parts.get(p, 0.0)
         # Selection cost = everything the selector spent: its score job (extraction, proxy training, scoring)
         # plus the select step. Wall seconds of the jobs, which include model loading.
-        t["selection_s"] = (t.get("score_wall_s") or 0.0) + (t.get("select_wall_s") or 0.0)
+        # None while the score or select job is not done: a failed selector has no selection time, not 0 s.
+        t["selection_s"] = (t["score_wall_s"] + t["select_wall_s"]
+                            if "score_wall_s" in t and "select_wall_s" in t else None)
         t["finetune_s"] = t.get("finetune_wall_s")
         timing_rows.append(t)
         if store.done(ev):
