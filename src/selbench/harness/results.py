@@ -33,15 +33,16 @@ def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict) -> tuple[pd
         for stage in ("score", "select", "finetune", "evaluate"):
             jid = cell.jobs.get(stage)
             if jid and store.done(jid):
-                m = store.meta(jid)["timings"]
+                meta = store.meta(jid)
+                m = meta["timings"]
                 t[f"{stage}_wall_s"] = m["wall_s"]
                 t[f"{stage}_gpu_s"] = m["gpu_s"]
                 t["device"] = m["device"]
                 for k, v in m.get("parts", {}).items():
                     parts[k] = parts.get(k, 0.0) + v
-        if store.done(ev):  # versions and commit the checkpoint was evaluated with
-            env = store.meta(ev).get("environment", {})
-            t.update({k: env.get(k) for k in ("commit", "selbench", "torch", "transformers")})
+                if stage == "evaluate":  # versions and commit the checkpoint was evaluated with
+                    env = meta.get("environment", {})
+                    t.update({k: env.get(k) for k in ("commit", "selbench", "torch", "transformers")})
         for p in SELECTION_PARTS:
             t[f"{p}_s"] = parts.get(p, 0.0)
         # Selection cost = everything the selector spent: its score job (extraction, proxy training, scoring)

@@ -30,16 +30,15 @@ def tables_for(run: RunData, others: Sequence[RunData]) -> list[Table]:
     return ([pools_table([run, *others])] if others else []) + all_tables(run)
 
 
-def write_tables(run: RunData, out: Path, formats: tuple[str, ...], others: Sequence[RunData] = ()) -> list[Path]:
+def write_tables(tables: list[Table], out: Path, formats: tuple[str, ...]) -> list[Path]:
     written = []
-    tables = tables_for(run, others)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     for fmt in formats:
         if fmt == "html":
             continue
         writer, ext = WRITERS[fmt]
         for t in tables:
-            written.append(_write(out / "tables" / f"{t.key}.{ext}", writer(t)))
+            written.append(write_atomic(out / "tables" / f"{t.key}.{ext}", writer(t)))
     return written
 
 
@@ -53,7 +52,8 @@ def render(run: RunData, out: Path | None = None, formats: tuple[str, ...] = FOR
     out = Path(out or run.run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
     # the HTML links every table's downloads, so it always brings the exports with it
-    written = write_tables(run, out, tuple(FORMATS[1:]) if "html" in formats else formats, others)
+    tables = tables_for(run, others)
+    written = write_tables(tables, out, tuple(FORMATS[1:]) if "html" in formats else formats)
     if "html" in formats:
         figures = all_figures(run, out / "plots")
         written += [p for f in figures for p in (f.png, f.svg)]
@@ -62,16 +62,16 @@ def render(run: RunData, out: Path | None = None, formats: tuple[str, ...] = FOR
         failures = [{"cell": f"{r['selector']} @ {r['budget']} seed {r['seed']}", "reason": r["reason"] or r["status"]}
                     for _, r in board.iterrows() if r["status"] != "done"]
         html = environment().get_template("index.html.j2").render(
-            run=run, tables=tables_for(run, others), figures=figures,
+            run=run, tables=tables, figures=figures,
             images={f.key: base64.b64encode(f.png.read_bytes()).decode() for f in figures},
             n_cells=len(cells), n_done=int((cells["status"] == "done").sum()) if len(cells) else 0,
             n_failed=int((board["status"] != "done").sum()) if len(board) else 0, failures=failures,
             rendered=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=selbench.__version__)
-        written.append(_write(out / "index.html", html))
+        written.append(write_atomic(out / "index.html", html))
     return written
 
 
-def _write(path: Path, text: str) -> Path:
+def write_atomic(path: Path, text: str) -> Path:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

@@ -26,6 +26,7 @@ from typing import Sequence
 import pandas as pd
 
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
+from selbench.reports.tables import aggregate
 
 HISTORY = "history.parquet"
 KEY = ["selector", "budget"]
@@ -67,17 +68,15 @@ def night_rows(board: pd.DataFrame, night: str, run: str, spec_hash: str | None,
 
 
 def _cell_stats(rows: pd.DataFrame) -> dict[tuple[str, str], dict]:
+    """Per (selector, budget): done over all seeds, ARP mean and variance over seeds, OSC mean."""
     out = {}
     for key, g in rows.groupby(KEY, sort=False):
-        done = (g["status"] == "done").all()
-        arps = g[ARP_VERSION].tolist()
-        ok = done and all(pd.notna(a) for a in arps)
-        oscs = g[OSC_VERSION].tolist()
+        done = bool((g["status"] == "done").all())
+        a, o = aggregate(g, ARP_VERSION), aggregate(g, OSC_VERSION)
         out[key] = {
-            "done": done, "n": len(g), "arp": sum(arps) / len(arps) if ok else None,
-            "var": (sum((a - sum(arps) / len(arps)) ** 2 for a in arps) / (len(arps) - 1)
-                    if ok and len(arps) > 1 else None),
-            "osc": sum(oscs) / len(oscs) if done and all(pd.notna(o) for o in oscs) else None,
+            "done": done, "n": len(g), "arp": a.mean if done else None,
+            "var": a.std ** 2 if done and a.std is not None else None,
+            "osc": o.mean if done else None,
             "reason": "; ".join(str(r) for r in g["reason"] if isinstance(r, str)) or None,
         }
     return out
@@ -198,7 +197,7 @@ def render_trend(history_dir: Path, hist: pd.DataFrame, run: str, night: str, pr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from selbench.reports.html import _write, environment
+    from selbench.reports.html import environment, write_atomic
     from selbench.reports.plots import text
 
     mine = hist[hist["run"] == run]
@@ -224,4 +223,4 @@ def render_trend(history_dir: Path, hist: pd.DataFrame, run: str, night: str, pr
     html = environment().get_template("trend.html.j2").render(
         run=run, night=night, previous=previous, changes=changes, nights=nights, rows=rows,
         image=base64.b64encode(png.read_bytes()).decode())
-    return _write(history_dir / "index.html", html)
+    return write_atomic(history_dir / "index.html", html)

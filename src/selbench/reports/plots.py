@@ -54,13 +54,14 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _save(fig, out: Path, key: str) -> tuple[Path, Path]:
+def _figure(fig, out: Path, key: str, title: str, caption: str) -> Figure:
+    """Write ``fig`` as PNG and SVG under ``out`` and close it."""
     out.mkdir(parents=True, exist_ok=True)
     png, svg = out / f"{key}.png", out / f"{key}.svg"
     fig.savefig(png, dpi=110, bbox_inches="tight")
     fig.savefig(svg, bbox_inches="tight")
     plt.close(fig)
-    return png, svg
+    return Figure(key, title, caption, png, svg)
 
 
 def _no_data(ax, what: str) -> None:
@@ -102,9 +103,9 @@ def arp_vs_budget(run: RunData, out: Path) -> Figure:
         ax.legend(fontsize=8, loc="best")
     else:
         _no_data(ax, "ARP")
-    png, svg = _save(fig, out, "arp_vs_budget")
-    return Figure("arp_vs_budget", "ARP vs budget", "ARP per selector and budget (error bars: std over seeds); "
-                  "the dashed line is the full-data reference.", png, svg)
+    return _figure(fig, out, "arp_vs_budget", "ARP vs budget",
+                   "ARP per selector and budget (error bars: std over seeds); "
+                   "the dashed line is the full-data reference.")
 
 
 def arp_vs_osc(run: RunData, out: Path) -> Figure:
@@ -130,10 +131,10 @@ def arp_vs_osc(run: RunData, out: Path) -> Figure:
     ax.set_xlabel(f"OSC ({OSC_VERSION}): (selection + subset fine-tuning) / full fine-tuning")
     ax.set_ylabel(f"ARP ({ARP_VERSION})")
     ax.grid(alpha=0.3)
-    png, svg = _save(fig, out, "arp_vs_osc")
-    return Figure("arp_vs_osc", "ARP vs OSC", "Each point is a selector at a budget; the red line is the Pareto "
-                  "front (no other cell has both a lower OSC and a higher ARP). OSC < 1 (dotted) is cheaper than "
-                  "fine-tuning on everything.", png, svg)
+    return _figure(fig, out, "arp_vs_osc", "ARP vs OSC",
+                   "Each point is a selector at a budget; the red line is the Pareto "
+                   "front (no other cell has both a lower OSC and a higher ARP). OSC < 1 (dotted) is cheaper than "
+                   "fine-tuning on everything.")
 
 
 def heatmap(run: RunData, out: Path) -> Figure:
@@ -158,9 +159,9 @@ def heatmap(run: RunData, out: Path) -> Figure:
         fig.colorbar(im, ax=ax, label="relative performance (% of full data)")
     else:
         _no_data(ax, "cells")
-    png, svg = _save(fig, out, "heatmap")
-    return Figure("heatmap", "Relative performance per benchmark", "Value / full-data value × 100 per benchmark "
-                  "(mean over seeds); grey N/A where a benchmark is missing.", png, svg)
+    return _figure(fig, out, "heatmap", "Relative performance per benchmark",
+                   "Value / full-data value × 100 per benchmark "
+                   "(mean over seeds); grey N/A where a benchmark is missing.")
 
 
 def time_breakdown(run: RunData, out: Path) -> Figure:
@@ -191,10 +192,10 @@ def time_breakdown(run: RunData, out: Path) -> Figure:
     else:
         _no_data(ax, "timed cells")
     ax.set_xlabel("wall seconds")
-    png, svg = _save(fig, out, "time_breakdown")
-    return Figure("time_breakdown", "Time breakdown", "Selection (feature extraction, proxy training, scoring, the "
-                  "rest of the selector's jobs) and subset fine-tuning per cell; the dashed line is full-data "
-                  "fine-tuning.", png, svg)
+    return _figure(fig, out, "time_breakdown", "Time breakdown",
+                   "Selection (feature extraction, proxy training, scoring, the "
+                   "rest of the selector's jobs) and subset fine-tuning per cell; the dashed line is full-data "
+                   "fine-tuning.")
 
 
 def all_figures(run: RunData, out: Path) -> list[Figure]:

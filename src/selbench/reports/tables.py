@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -144,10 +145,8 @@ def aggregate(rows: pd.DataFrame, column: str) -> Agg:
                                                             else "missing benchmark or reference")
             reasons.append(f"seed {r['seed']}: {why}")
         return Agg(None, None, len(vals), "; ".join(reasons))
-    mean = sum(vals) / len(vals)  # type: ignore[arg-type]
-    std = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))  # type: ignore[operator]
-           if len(vals) > 1 else None)
-    return Agg(mean, std, len(vals))
+    return Agg(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None,  # type: ignore[arg-type]
+               len(vals))
 
 
 def fmt(a: Agg, digits: int = 1) -> Cell:

@@ -20,6 +20,7 @@ from selbench.harness.executors.local import (
     GPU_STAGES,
     LocalExecutor,
     Outcome,
+    ProcessHandle,
     job_env,
     start_job_process,
 )
@@ -33,24 +34,16 @@ DRIVER_GRACE_S = 60.0
 def run_job_task(store_root: str, job_id: str, timeout_s: float | None, memory_limit_mb: int | None,
                  threads: int | None, extra_env: dict[str, str]) -> dict:
     """Runs inside a Ray worker: start the job process, enforce the timeout here, on the node that runs it."""
-    import signal
-
-    root = Path(store_root)
-    log = root / "logs" / f"{job_id}.log"
     import ray
 
+    root = Path(store_root)
     gpus = ",".join(str(g) for g in ray.get_gpu_ids())  # what Ray granted this task; none for CPU stages
     env = job_env(threads, gpus, extra_env)
-    proc = start_job_process(root, job_id, log, env, memory_limit_mb)
-    t0 = time.monotonic()
-    timed_out = None
+    handle = ProcessHandle(start_job_process(root, job_id, root / "logs" / f"{job_id}.log", env, memory_limit_mb))
+    proc, t0, timed_out = handle.proc, time.monotonic(), None
     while proc.poll() is None:
         if timeout_s is not None and time.monotonic() - t0 > timeout_s:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            handle.kill()
             timed_out = timeout_s
             break
         time.sleep(0.2)
