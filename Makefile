@@ -5,12 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.selbench-installed
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.selbench-installed
 APT_PACKAGES := chromium fonts-dejavu-core
 WORLD ?= out/world
 # pip.conf here lists local index folders that may not exist; drop that noise, keep real errors.
 QUIET := { grep -v '^WARNING: Location' || true; }
 
-.PHONY: venv apt demo test test-fast bench world clean
+.PHONY: venv vllm apt demo test test-fast bench world clean
 
 # torch first, from the local CPU wheel (otherwise pip pulls a multi-GB CUDA build); then the full lock
 # with --no-deps so nothing drags a CUDA torchvision back in (transformers falls back to PIL processors).
@@ -23,6 +25,19 @@ $(STAMP): requirements/lock.txt requirements/constraints.txt pyproject.toml
 	touch $@
 
 venv: $(STAMP)
+
+# vLLM's CPU build in its own venv (it pins its own transformers): the lmms-eval-vllm backend serves checkpoints
+# from here. ~3.5 GB, ~2.5 min. torch first (CPU wheel), then the frozen lock without dependency resolution, then
+# the torchvision fix (../shared/ENV-NOTES.md; tools/fix_torchvision_cpu.py says why).
+$(VLLM_STAMP): requirements/vllm-lock.txt tools/fix_torchvision_cpu.py
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	set -o pipefail; $(VLLM_VENV)/bin/pip install -q torch==2.13.0 2>&1 | $(QUIET)
+	set -o pipefail; $(VLLM_VENV)/bin/pip install -q --no-deps -r requirements/vllm-lock.txt 2>&1 | $(QUIET)
+	$(VLLM_VENV)/bin/python tools/fix_torchvision_cpu.py
+	cd /tmp && $(CURDIR)/$(VLLM_VENV)/bin/python -c "import vllm, torchvision.transforms.v2; print('vllm', vllm.__version__)"
+	touch $@
+
+vllm: $(VLLM_STAMP)
 
 # Debian packages the tests need: headless chromium (+ a font) for the report's screenshot test. Installed only
 # when missing; needs root (CI and these machines run as root). The Docker executor will add docker.io, iptables
@@ -37,7 +52,7 @@ apt:
 demo: venv
 	$(VENV)/bin/selbench demo
 
-test: venv apt
+test: venv vllm apt
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: venv

@@ -46,7 +46,7 @@ def small_run_spec(world: Path, store: Path, selectors: list[dict] = SMALL_RUN_S
         "selectors": selectors, "budgets": [0.25, 0.5], "seeds": [0],
         "finetune": {"method": "full", "lr": 1e-3, "projector_lr": None, "epochs": 4, "batch_size": 8},
         "benchmarks": ["emb_vqa", "emb_mc", "emb_pope", "emb_count", "emb_ocr"],
-        "evaluation": {"batch_size": 64, "max_new_tokens": 4},
+        "evaluation": {"backend": "hf", "batch_size": 64, "max_new_tokens": 4},
         "executor": {"kind": "local", "max_parallel": 2, "threads_per_job": 1},
         "store": str(store),
     }

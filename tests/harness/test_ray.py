@@ -64,7 +64,7 @@ def _spec(tmp: Path, world: Path, executor: dict, hostile: bool = True) -> Path:
         "selectors": [{"name": "random"}, *(HOSTILE if hostile else [])],
         "budgets": [0.25], "seeds": [0],
         "finetune": {"method": "full", "lr": 5e-4, "projector_lr": None, "epochs": 1, "batch_size": 16},
-        "benchmarks": BENCH, "evaluation": {"batch_size": 64, "max_new_tokens": 4},
+        "benchmarks": BENCH, "evaluation": {"backend": "hf", "batch_size": 64, "max_new_tokens": 4},
         "executor": {"max_parallel": 2, "threads_per_job": 1, "timeout_s": {"score": 20}, **executor},
         "store": str(tmp / "store"),
     }

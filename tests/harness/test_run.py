@@ -25,7 +25,7 @@ def _spec(tmp: Path, world: Path, selectors: list[dict], **extra) -> Path:
         "name": "t", "world": {"out": str(world), "seed": 3, "samples": 400, "bench_items": 40},
         "selectors": selectors, "budgets": [0.25], "seeds": [0],
         "finetune": {"method": "full", "lr": 5e-4, "projector_lr": None, "epochs": 1, "batch_size": 16},
-        "benchmarks": BENCH, "evaluation": {"batch_size": 64, "max_new_tokens": 4},
+        "benchmarks": BENCH, "evaluation": {"backend": "hf", "batch_size": 64, "max_new_tokens": 4},
         "executor": {"kind": "local", "max_parallel": 2, "threads_per_job": 1, **extra.pop("executor", {})},
         "store": str(tmp / "store"), **extra,
     }

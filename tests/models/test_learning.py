@@ -28,12 +28,12 @@ def test_finetune_on_full_pool_beats_untuned(tmp_path_factory) -> None:
     before, after = {}, {}
     model, processor = tiny.load(world / "models" / "target")
     for b in LEARNED:
-        rows, _ = evaluate_hf(model, processor, b, world / "benchmarks")
+        rows = evaluate_hf(model, processor, b, world / "benchmarks")["rows"]
         before[b] = rows[0]["value"]
     pool, _ = manifest_from_pool(world / "pool" / "pool.json")
     model, _ = train(model, Collator(processor, model.config.image_seq_length), examples(pool), RECIPE)
     for b in LEARNED:
-        rows, _ = evaluate_hf(model, processor, b, world / "benchmarks")
+        rows = evaluate_hf(model, processor, b, world / "benchmarks")["rows"]
         after[b] = rows[0]["value"]
         n = rows[0]["n"]
         # the gain must exceed 4 standard errors of a proportion at the tuned score (p ≥ 0.1 floor)

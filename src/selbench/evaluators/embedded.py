@@ -1,12 +1,17 @@
-"""HF-backend evaluation of the embedded benchmarks (greedy decoding, the shared chat template)."""
+"""The direct HF backend (``backend: hf``): the embedded benchmarks scored in-process with the same generation
+and metrics as the ``selbench_hf`` lmms-eval model, without lmms-eval's start-up cost. Used where many tiny
+checkpoints are evaluated (tests); the demo and real runs go through lmms-eval (selbench.evaluators.lmms)."""
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from selbench.evaluators.benchmarks import get
+from selbench.evaluators.lmms import EvaluationError, data_file, task_hash
 from selbench.evaluators.metrics import exact_match, pope_metrics
 
 
@@ -19,12 +24,46 @@ def score_benchmark(name: str, predictions: list[str], golds: list[str]) -> list
     return [{"metric": "exact_match", "value": acc, "n": n, "stderr": math.sqrt(acc * (1 - acc) / max(1, n))}]
 
 
-def evaluate_hf(model, processor, name: str, bench_dir: Path, *, batch_size: int = 64,
-                max_new_tokens: int = 8) -> tuple[list[dict], list[str]]:
+class DirectHF:
+    """``with DirectHF(model_dir, bench_dir) as ev: ev.evaluate("emb_vqa")`` — same result shape as
+    LmmsEvalSession.evaluate."""
+
+    info = {"backend": "hf (direct)"}
+
+    def __init__(self, model_dir: Path, bench_dir: Path | None, *, batch_size: int = 64,
+                 max_new_tokens: int = 8) -> None:
+        self.model_dir, self.bench_dir = model_dir, bench_dir
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+
+    def __enter__(self) -> "DirectHF":
+        import torch
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        self.model = LlavaForConditionalGeneration.from_pretrained(self.model_dir, dtype=torch.float32).eval()
+        self.processor = AutoProcessor.from_pretrained(self.model_dir)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def evaluate(self, name: str) -> dict:
+        return evaluate_hf(self.model, self.processor, name, self.bench_dir, batch_size=self.batch_size,
+                           max_new_tokens=self.max_new_tokens)
+
+
+def evaluate_hf(model, processor, name: str, bench_dir: Path | None, *, batch_size: int = 64,
+                max_new_tokens: int = 8) -> dict:
+    """One embedded benchmark with a loaded model: ``{rows, predictions, seconds, task_hash, judge}``."""
     from selbench.models.generate import generate_answers
 
-    items = pq.read_table(bench_dir / f"{name}.parquet").to_pylist()
+    bench = get(name)
+    if not bench.embedded:
+        raise EvaluationError(f"benchmark {name} is an lmms-eval task; the direct backend scores only the "
+                              f"embedded benchmarks (use backend lmms-eval-hf or lmms-eval-vllm)")
+    items = pq.read_table(data_file(bench, bench_dir)).to_pylist()
+    t0 = time.perf_counter()
     preds = generate_answers(model, processor, int(model.config.image_seq_length),
                              [(it["question"], it["image"]) for it in items], batch_size=batch_size,
                              max_new_tokens=max_new_tokens)
-    return score_benchmark(name, preds, [it["answer"] for it in items]), preds
+    return {"rows": score_benchmark(name, preds, [it["answer"] for it in items]), "predictions": preds,
+            "seconds": time.perf_counter() - t0, "task_hash": task_hash(name, bench_dir), "judge": None}

@@ -52,7 +52,8 @@ def build_plan(spec: RunSpec) -> Plan:
     fingerprints = {w: model_fingerprint(getattr(spec, w)) for w in ("target", "proxy")}  # once per plan
     bench_dir = str(spec.world.out / "benchmarks") if spec.world else None
     eval_cfg = {"benchmarks": spec.benchmarks, "backend": spec.evaluation.backend, "bench_dir": bench_dir,
-                "batch_size": spec.evaluation.batch_size, "max_new_tokens": spec.evaluation.max_new_tokens}
+                "batch_size": spec.evaluation.batch_size, "max_new_tokens": spec.evaluation.max_new_tokens,
+                "judge": spec.evaluation.judge, "vllm_args": spec.evaluation.vllm_args}
 
     def train_eval(select: Job, cell: Cell, seed: int) -> None:
         recipe = spec.finetune.model_copy(update={"seed": seed}).model_dump(mode="json")

