@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.selbench-installed
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.selbench-installed
-APT_PACKAGES := chromium fonts-dejavu-core
+APT_PACKAGES := chromium fonts-dejavu-core docker.io iptables debootstrap
 WORLD ?= out/world
 # pip.conf here lists local index folders that may not exist; drop that noise, keep real errors.
 QUIET := { grep -v '^WARNING: Location' || true; }
@@ -39,9 +39,9 @@ $(VLLM_STAMP): requirements/vllm-lock.txt tools/fix_torchvision_cpu.py
 
 vllm: $(VLLM_STAMP)
 
-# Debian packages the tests need: headless chromium (+ a font) for the report's screenshot test. Installed only
-# when missing; needs root (CI and these machines run as root). The Docker executor will add docker.io, iptables
-# and debootstrap here when it lands (../shared/ENV-NOTES.md).
+# Debian packages the tests need: headless chromium (+ a font) for the report's screenshot test; docker.io (the
+# tests start their own dockerd), iptables and debootstrap (the base image is made locally: no registry here).
+# Installed only when missing; needs root (CI and these machines run as root).
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -55,3 +55,20 @@ class SlowSelector(_Base):
     def score(self, pool, ctx):
         time.sleep(20)
         return {"n": np.array(len(pool))}
+
+
+class NetworkSelector(_Base):
+    """Opens a TCP connection to a port the test listens on, on the host's loopback."""
+
+    name: ClassVar[str] = "network"
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        port: int
+
+    def score(self, pool, ctx):
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.config.port), timeout=5) as s:
+            s.sendall(b"leak")
+        return {"n": np.array(len(pool))}

@@ -60,7 +60,11 @@ class ExecutorSpec(Strict):
                                                                  "evaluate": 3600, "prepare": 600})
     memory_limit_mb: int | None = None
     threads_per_job: int | None = None
-    image: str | None = None  # docker image
+    image: str | None = None  # docker: the harness image every job runs in (docker/harness.Dockerfile)
+    docker_host: str | None = None  # docker: daemon address (default: $DOCKER_HOST or the local socket)
+    docker_network: str = "none"  # docker: network of non-selector jobs (selector jobs never get one)
+    docker_mounts: list[Path] = Field(default_factory=list)  # docker: extra read-only host paths (same path inside)
+    docker_env: dict[str, str] = Field(default_factory=dict)  # docker: extra environment for every job
     ray_address: str | None = None
 
 

@@ -15,4 +15,8 @@ def make_executor(spec: ExecutorSpec, store: Store):
         from selbench.harness.executors.raycluster import RayExecutor
 
         return RayExecutor(spec, store)
-    raise NotImplementedError(f"executor {spec.kind!r} is not available in this version (local and ray)")
+    if spec.kind == "docker":
+        from selbench.harness.executors.docker import DockerExecutor
+
+        return DockerExecutor(spec, store)
+    raise ValueError(f"unknown executor {spec.kind!r} (local, docker, ray)")

@@ -1,0 +1,30 @@
+# SelBench harness image: selbench + the locked Python stack (requirements/lock.txt: transformers, peft, accelerate,
+# faiss, lmms-eval, …) + torch. Every stage of a run (score, select, fine-tune, evaluate) runs in it under the
+# Docker executor: `python -m selbench.harness.job STORE JOB` (docs/containers.md).
+#
+# The base image is a build argument so the same file builds
+#   - for GPUs:  BASE_IMAGE=python:3.11-slim-bookworm (default; torch's CUDA wheels bring the CUDA runtime, the
+#                NVIDIA container runtime brings the driver), TORCH_INSTALL="torch==2.13.0 deepspeed==0.18.2"
+#   - here/CI:   BASE_IMAGE=selbench-base:bookworm (debootstrap'd Debian imported into dockerd; no registry) with
+#                the CPU torch wheel in the build context's wheels/ (selbench image build does both).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+ARG TORCH_INSTALL="torch==2.13.0"
+ARG PIP_ARGS=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 \
+    SELBENCH_NO_PROGRESS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PATH=/opt/selbench/bin:$PATH
+COPY wheels/ /wheels/
+COPY certs/ /certs/
+COPY requirements/ /src/requirements/
+# torch first (from wheels/ when it holds one), then the lock without dependency resolution, as the Makefile does.
+# certs/ca.crt, when the build context has one, is the CA bundle for a TLS-intercepting proxy (build time only).
+RUN python3 -m venv /opt/selbench \
+ && if [ -s /certs/ca.crt ]; then export PIP_CERT=/certs/ca.crt; fi \
+ && pip install -q --find-links /wheels $PIP_ARGS $TORCH_INSTALL \
+ && pip install -q --no-deps $PIP_ARGS -r /src/requirements/lock.txt \
+ && rm -rf /wheels /certs
+COPY pyproject.toml README.md /src/
+COPY src/ /src/src/
+RUN pip install -q --no-deps --no-build-isolation /src \
+ && python -c "import selbench, torch, transformers, faiss; print('selbench', selbench.__version__, 'torch', torch.__version__)"
+WORKDIR /work

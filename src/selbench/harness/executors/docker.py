@@ -1,0 +1,182 @@
+"""Docker executor: one container per job, running the same entrypoint as every executor
+(``python -m selbench.harness.job STORE JOB``) in ``executor.image``, through the docker SDK.
+
+What a job's container gets (docs/containers.md is the contract):
+- the store, read-write, at its host path; every host path the job's config names (pool, images, models,
+  benchmark data) and ``executor.docker_mounts``, read-only at the same path — so configs need no path translation;
+- a read-only root file system with a tmpfs /tmp (HOME), plus ``executor.docker_env``;
+- GPUs as ``device_requests`` with explicit device ids (the scheduler's, as with CUDA_VISIBLE_DEVICES locally);
+- no network for selector jobs (score / select), and ``executor.docker_network`` (default none) for the rest;
+- the memory limit (``executor.memory_limit_mb``: an OOM kill is reported as such), CPUs (``threads_per_job``),
+  a pid limit, the host's uid:gid (files in the store stay the user's), and the per-stage timeout.
+The container's output is appended to the job's log when it ends; the container is then removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from selbench.harness.executors.local import LocalExecutor, job_env
+from selbench.harness.spec import ExecutorSpec
+from selbench.harness.store import Job, Store
+
+SELECTOR_STAGES = ("score", "select")  # run submitted code: never networked
+CONTAINER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SELBENCH_NO_PROGRESS", "SELBENCH_VLLM_PYTHON")
+
+
+def client(base_url: str | None = None):
+    """A docker SDK client for ``base_url``, ``$DOCKER_HOST`` or the default socket; a clear error when no daemon
+    answers."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        c = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+        c.ping()
+        return c
+    except DockerException as e:
+        where = base_url or os.environ.get("DOCKER_HOST", "the default socket")
+        raise RuntimeError(f"docker executor: no Docker daemon at {where} ({e})") from None
+
+
+def host_paths(config: object) -> set[Path]:
+    """Existing absolute paths named anywhere in a job config (files → their folder)."""
+    found: set[Path] = set()
+    if isinstance(config, dict):
+        for v in config.values():
+            found |= host_paths(v)
+    elif isinstance(config, (list, tuple)):
+        for v in config:
+            found |= host_paths(v)
+    elif isinstance(config, str) and config.startswith("/"):
+        p = Path(config.split(":", 1)[0])  # pool file ids are "PATH:size:mtime"
+        if p.exists():
+            found.add(p if p.is_dir() else p.parent)
+    return found
+
+
+def outermost(paths: set[Path]) -> list[Path]:
+    """Drop paths inside other paths of the set (one bind mount covers them)."""
+    out: list[Path] = []
+    for p in sorted(paths, key=lambda x: len(x.parts)):
+        if not any(p == q or q in p.parents for q in out):
+            out.append(p)
+    return out
+
+
+class ContainerHandle:
+    """A running container as the scheduler sees it (same interface as ProcessHandle)."""
+
+    grace = 0.0
+
+    def __init__(self, container, log: Path, memory_limit_mb: int | None):
+        self.container, self.log, self.memory_limit_mb = container, log, memory_limit_mb
+        self.timed_out: float | None = None
+        self.error: str | None = None
+        self.rc: int | None = None
+
+    def poll(self) -> int | None:
+        if self.rc is not None:
+            return self.rc
+        self.container.reload()
+        state = self.container.attrs["State"]
+        if state["Status"] not in ("exited", "dead"):
+            return None
+        self._finish(state)
+        return self.rc
+
+    def _finish(self, state: dict) -> None:
+        with open(self.log, "ab") as fh:
+            fh.write(self.container.logs(stdout=True, stderr=True))
+            if state.get("OOMKilled"):
+                fh.write(f"\n[selbench] container OOMKilled=true (memory limit {self.memory_limit_mb} MB)\n".encode())
+        if state.get("OOMKilled"):
+            self.error = f"out of memory (container OOM-killed at its {self.memory_limit_mb} MB limit)"
+        self.rc = int(state.get("ExitCode", -1))
+        self.container.remove(force=True)
+
+    def kill(self) -> None:
+        if self.rc is not None:
+            return
+        try:
+            self.container.kill()
+        except Exception:  # already gone
+            pass
+        for _ in range(100):
+            if self.poll() is not None:
+                return
+            time.sleep(0.1)
+
+
+class DockerExecutor(LocalExecutor):
+    def __init__(self, spec: ExecutorSpec, store: Store):
+        if not spec.image:
+            raise ValueError("executor.kind docker needs executor.image (e.g. selbench-harness:latest)")
+        super().__init__(spec, store)
+        self.docker = client(spec.docker_host)
+        self.docker.images.get(spec.image)  # fail now, not per job, when the image is missing
+
+    def container_args(self, job: Job, gpu: int | None) -> dict:
+        from docker.types import DeviceRequest, Mount
+
+        store = self.store.root.resolve()
+        mounts = [Mount(str(store), str(store), type="bind", read_only=False)]
+        named = host_paths(job.config) | {Path(p).resolve() for p in self.spec.docker_mounts}
+        for p in outermost(named):
+            if p != store and store not in p.parents:
+                mounts.append(Mount(str(p), str(p), type="bind", read_only=True))
+        env = {k: v for k, v in job_env(self.spec.threads_per_job, None).items() if k in CONTAINER_ENV}
+        env["HOME"] = "/tmp"  # the root file system is read-only; caches go to the container's tmpfs
+        env.update(self.spec.docker_env)
+        args: dict = {
+            "command": ["python", "-m", "selbench.harness.job", str(store), job.id],
+            "mounts": mounts, "environment": env, "working_dir": str(store), "detach": True,
+            "user": f"{os.getuid()}:{os.getgid()}", "pids_limit": 4096,
+            "read_only": True, "tmpfs": {"/tmp": "", "/dev/shm": ""},
+            "network_mode": "none" if job.stage in SELECTOR_STAGES else self.spec.docker_network,
+            "labels": {"selbench.job": job.id, "selbench.stage": job.stage},
+        }
+        if self.spec.memory_limit_mb:
+            args["mem_limit"] = f"{self.spec.memory_limit_mb}m"
+            args["memswap_limit"] = f"{self.spec.memory_limit_mb}m"  # no swap: over the limit is an OOM kill
+        if self.spec.threads_per_job:
+            args["nano_cpus"] = int(self.spec.threads_per_job * 1e9)
+        if gpu is not None:
+            args["device_requests"] = [DeviceRequest(device_ids=[str(gpu)], capabilities=[["gpu"]])]
+        return args
+
+    def _launch(self, job: Job, gpu: int | None) -> ContainerHandle:
+        log = self.store.log_path(job.id)
+        with open(log, "ab") as fh:
+            fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.id} in {self.spec.image} "
+                     f"gpu={gpu if gpu is not None else '<none>'}\n".encode())
+        container = self.docker.containers.run(self.spec.image, **self.container_args(job, gpu))
+        return ContainerHandle(container, log, self.spec.memory_limit_mb)
+
+
+def build_image(docker_client, tag: str, dockerfile: str, repo: Path, *, base_image: str,
+                wheels: list[Path] = (), ca_bundle: Path | None = None, build_args: dict[str, str] | None = None,
+                network: str = "host") -> str:
+    """Build one of docker/*.Dockerfile with the repo as context, plus ``wheels/`` (local wheels such as the CPU
+    torch) and ``certs/ca.crt`` (``ca_bundle``: the CA bundle pip needs behind a TLS-intercepting proxy).
+    ``network`` host lets pip reach the package index from a daemon started with ``--bridge=none``."""
+    with tempfile.TemporaryDirectory(prefix="sbimage-") as tmp:
+        ctx = Path(tmp)
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(repo / name, ctx / name)
+        for name in ("src", "requirements", "tools", "docker"):
+            shutil.copytree(repo / name, ctx / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        (ctx / "wheels").mkdir()
+        for w in wheels:
+            shutil.copy2(w, ctx / "wheels" / w.name)
+        (ctx / "certs").mkdir()
+        if ca_bundle is not None:
+            shutil.copy2(ca_bundle, ctx / "certs" / "ca.crt")
+        _, logs = docker_client.images.build(
+            path=str(ctx), dockerfile=f"docker/{dockerfile}", tag=tag, network_mode=network, rm=True,
+            buildargs={"BASE_IMAGE": base_image, **(build_args or {})})
+        return "".join(chunk.get("stream", "") for chunk in logs)
