@@ -297,5 +297,42 @@ def ls(store: Path = typer.Option(Path("runs/store"), help="Artifact store root.
     console.print(table)
 
 
+@app.command()
+def submit(
+    source: str = typer.Argument(..., help="A selector package folder (pyproject with one `selbench.selectors` "
+                                           "entry point) or a container image built FROM the harness image."),
+    spec: Path = typer.Option(Path("configs/demo.yaml"), help="The protocol to run it on."),
+    selector: Optional[str] = typer.Option(None, help="For an image: the selector's registry name inside it."),
+) -> None:
+    """Conformance checks, then the spec's protocol with the submission on its leaderboard (exit 1: rejected)."""
+    from selbench.harness.submit import SubmissionError, from_image, from_package, submit as run_submission
+
+    try:
+        store = runner_store(spec)
+        if Path(source).is_dir():
+            sub = from_package(Path(source), store)
+        elif selector:
+            sub = from_image(source, selector)
+        else:
+            raise SubmissionError(f"{source}: not a package folder; for an image, name its selector with --selector")
+        err.print(f"submission [bold]{sub.label}[/] from {sub.source}: conformance checks …")
+        result = run_submission(spec, sub)
+    except SubmissionError as e:
+        err.print(f"[red]rejected:[/] {e}")
+        raise typer.Exit(1)
+    _print_board(result.board, result.spec.benchmarks)
+    console.print(f"report: [bold]{result.out / 'report' / 'index.html'}[/]")
+
+
+def runner_store(spec: Path) -> Path:
+    from selbench.harness.spec import load_spec
+
+    try:
+        return load_spec(spec).resolved(Path.cwd()).store
+    except ValueError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -72,3 +72,51 @@ class NetworkSelector(_Base):
         with socket.create_connection(("127.0.0.1", self.config.port), timeout=5) as s:
             s.sendall(b"leak")
         return {"n": np.array(len(pool))}
+
+
+class WrongCountSelector(_Base):
+    name: ClassVar[str] = "wrong-count"
+
+    def score(self, pool, ctx):
+        return {"n": np.array(len(pool))}
+
+    def select(self, artifacts, budget, seed):
+        return np.arange(budget - 1)
+
+
+class DuplicateSelector(WrongCountSelector):
+    name: ClassVar[str] = "duplicates"
+
+    def select(self, artifacts, budget, seed):
+        return np.zeros(budget, dtype=np.int64)
+
+
+class OutOfRangeSelector(WrongCountSelector):
+    name: ClassVar[str] = "out-of-range"
+
+    def select(self, artifacts, budget, seed):
+        return np.arange(budget) + int(artifacts["n"])
+
+
+class WriteOutsideSelector(WrongCountSelector):
+    """Tries to plant a file in the store, outside its own output folder."""
+
+    name: ClassVar[str] = "write-outside"
+
+    def score(self, pool, ctx):
+        (ctx.work_dir.parent.parent / "planted.txt").write_text("should not be here")
+        return {"n": np.array(len(pool))}
+
+
+class NondeterministicSelector(WrongCountSelector):
+    """Ignores the seed: two runs with the same seed pick different samples."""
+
+    name: ClassVar[str] = "nondeterministic"
+
+    def score(self, pool, ctx):
+        import os
+
+        return {"n": np.array(len(pool)), "noise": np.frombuffer(os.urandom(8 * len(pool)), dtype=np.uint64)}
+
+    def select(self, artifacts, budget, seed):
+        return np.argsort(artifacts["noise"])[:budget]

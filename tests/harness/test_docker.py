@@ -56,7 +56,8 @@ def dockerd():
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-    subprocess.run(["umount", "-R", str(root / "data")], capture_output=True)
+    for sub in ("data", "exec"):  # overlay mounts and the daemon's netns outlive it; lazily unmount both
+        subprocess.run(["umount", "-R", "-l", str(root / sub)], capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -128,8 +129,12 @@ def test_hostile_jobs_are_contained_and_reported(small_world, harness_image, doc
         {"name": "hang", "impl": hostile + "HangSelector"},
         {"name": "memory", "impl": hostile + "MemorySelector"},
         {"name": "network", "impl": hostile + "NetworkSelector", "config": {"port": port}},
+        {"name": "write-outside", "impl": hostile + "WriteOutsideSelector"},
+        {"name": "wrong-count", "impl": hostile + "WrongCountSelector"},
+        {"name": "duplicates", "impl": hostile + "DuplicateSelector"},
+        {"name": "out-of-range", "impl": hostile + "OutOfRangeSelector"},
     ], timeout_s={"score": 30, "finetune": 600, "evaluate": 600, "prepare": 120}, memory_limit_mb=1500,
-        docker_mounts=[str(REPO / "tests")], docker_env={"PYTHONPATH": str(REPO)})
+        docker_mounts=[str(REPO / "tests")], env={"PYTHONPATH": str(REPO)})
     board = runner.run(spec).board.set_index("selector")
     listener.close()
     assert board.loc["random", "status"] == "done" and board.loc["full", "status"] == "done"
@@ -137,4 +142,10 @@ def test_hostile_jobs_are_contained_and_reported(small_world, harness_image, doc
     assert "timed out after 30s" in board.loc["hang", "reason"]
     assert "out of memory (container OOM-killed at its 1500 MB limit)" in board.loc["memory", "reason"]
     assert "Error" in board.loc["network", "reason"] and not got  # no connection reached the host
-    assert all(board.loc[s, "status"] == "failed" for s in ("crash", "hang", "memory", "network"))
+    assert "Read-only file system" in board.loc["write-outside", "reason"]
+    assert not list((tmp_path / "store").rglob("planted.txt"))
+    assert "returned 99 indices for a budget of 100" in board.loc["wrong-count", "reason"]
+    assert "returned duplicate indices" in board.loc["duplicates", "reason"]
+    assert "index out of range [0, 400)" in board.loc["out-of-range", "reason"]
+    hostile_cells = ("crash", "hang", "memory", "network", "write-outside", "wrong-count", "duplicates", "out-of-range")
+    assert all(board.loc[s, "status"] == "failed" for s in hostile_cells)

@@ -2,6 +2,7 @@
 
 Reads the job from the store, runs its stage into a staging folder, records timings (wall seconds, GPU-seconds,
 device name, peak memory) and commits atomically. Exit code 0 = committed; anything else = failed.
+With ``SELBENCH_STAGING`` set (a sandboxed job: docs/containers.md) it writes there and the executor commits.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 from selbench.harness.stages import STAGES
 from selbench.harness.store import Store
@@ -36,7 +38,10 @@ def execute(store_root: str, job_id: str) -> int:
     job = store.read_job(job_id)
     module, _, fn = STAGES[job.stage].partition(":")
     stage = getattr(importlib.import_module(module), fn)
-    tmp = store.staging(job_id)
+    # A sandboxed job (selector jobs under the Docker executor) sees the store read-only and writes only to the
+    # staging folder the executor gives it; the executor publishes it after a clean exit.
+    given = os.environ.get("SELBENCH_STAGING")
+    tmp = Path(given) if given else store.staging(job_id)
     t0 = time.perf_counter()
     meta = stage(job, store, tmp) or {}
     wall = time.perf_counter() - t0
@@ -49,7 +54,10 @@ def execute(store_root: str, job_id: str) -> int:
     timings = {"wall_s": wall, "gpu_s": wall * n_gpus, "device": device, "n_gpus": n_gpus,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "peak_gpu_mb": peak_gpu, "parts": meta.pop("parts", {})}
-    store.commit(job, tmp, {"timings": timings, **meta})
+    if given:
+        store.finish(job, tmp, {"timings": timings, **meta})
+    else:
+        store.commit(job, tmp, {"timings": timings, **meta})
     return 0
 
 

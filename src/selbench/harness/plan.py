@@ -67,14 +67,20 @@ def build_plan(spec: RunSpec) -> Plan:
     cells = []
     registry = available()
     for sel in spec.selectors:
-        if sel.impl is None and sel.name not in registry:
-            raise ValueError(f"selector {sel.name!r}: not registered ({', '.join(sorted(registry))}) and no impl")
-        cls = load_class(sel.impl or registry[sel.name])
-        cls.Config(**sel.config)  # fail at plan time on a bad config, not an hour in
+        if sel.image:  # lives only inside its image: nothing to import here; it may use the target and the proxy
+            needs = frozenset({"target", "proxy"})
+        else:
+            if sel.impl is None and sel.name not in registry:
+                raise ValueError(f"selector {sel.name!r}: not registered ({', '.join(sorted(registry))}) and no impl")
+            cls = load_class(sel.impl or registry[sel.name])
+            cls.Config(**sel.config)  # fail at plan time on a bad config, not an hour in
+            needs = cls.needs
         score_cfg = {"selector": sel.name, "impl": sel.impl, "config": sel.config,
                      "device": spec.device, "batch_size": spec.score_batch_size}
+        image = {"image": sel.image} if sel.image else {}  # a submission's image is part of what it is
+        score_cfg.update(image)
         for which in ("target", "proxy"):
-            if which in cls.needs:
+            if which in needs:
                 path = getattr(spec, which)
                 if path is None:
                     raise ValueError(f"selector {sel.name!r} needs a {which} model; the spec names none")
@@ -86,7 +92,7 @@ def build_plan(spec: RunSpec) -> Plan:
             for seed in spec.seeds:
                 cell = Cell(sel.display, label, seed, {"score": score.id})
                 select = add(Job("select", {"selector": sel.name, "impl": sel.impl, "config": sel.config,
-                                            "budget": budget, "seed": seed},
+                                            "budget": budget, "seed": seed, **image},
                                  {"pool": prepare.id, "score": score.id}, cell.identity))
                 train_eval(select, cell, seed)
                 cells.append(cell)

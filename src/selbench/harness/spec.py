@@ -36,6 +36,7 @@ class SelectorSpec(Strict):
     impl: str | None = None  # "module:Class" for a selector not in the registry (submissions, tests)
     config: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None  # shown on leaderboards; default: name
+    image: str | None = None  # docker executor: the image its score/select jobs run in (a submitted selector)
 
     @property
     def display(self) -> str:
@@ -64,7 +65,7 @@ class ExecutorSpec(Strict):
     docker_host: str | None = None  # docker: daemon address (default: $DOCKER_HOST or the local socket)
     docker_network: str = "none"  # docker: network of non-selector jobs (selector jobs never get one)
     docker_mounts: list[Path] = Field(default_factory=list)  # docker: extra read-only host paths (same path inside)
-    docker_env: dict[str, str] = Field(default_factory=dict)  # docker: extra environment for every job
+    env: dict[str, str] = Field(default_factory=dict)  # extra environment for every job (all executors)
     ray_address: str | None = None
 
 

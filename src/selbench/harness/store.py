@@ -79,9 +79,9 @@ def environment() -> dict[str, Any]:
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        (self.root / "jobs").mkdir(parents=True, exist_ok=True)
-        (self.root / "logs").mkdir(parents=True, exist_ok=True)
-        (self.root / "specs").mkdir(parents=True, exist_ok=True)
+        for sub in ("jobs", "logs", "specs"):
+            if not (self.root / sub).is_dir():  # a sandboxed job sees the store read-only
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def path(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
@@ -115,10 +115,18 @@ class Store:
         return tmp
 
     def commit(self, job: Job, tmp: Path, meta: dict[str, Any]) -> Path:
+        self.finish(job, tmp, meta)
+        return self.publish(job.id, tmp)
+
+    def finish(self, job: Job, tmp: Path, meta: dict[str, Any]) -> None:
+        """Write ``meta.json`` into a staging folder (the last file a job writes)."""
         full = {"id": job.id, "stage": job.stage, "config": job.config, "deps": job.deps, "cell": job.cell,
                 "environment": environment(), **meta}
         (tmp / "meta.json").write_text(json.dumps(full, indent=1, default=str))
-        dest = self.path(job.id)
+
+    def publish(self, job_id: str, tmp: Path) -> Path:
+        """Rename a finished staging folder into place (atomic)."""
+        dest = self.path(job_id)
         if dest.exists():  # another worker finished the same job first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -4,9 +4,11 @@
 What a job's container gets (docs/containers.md is the contract):
 - the store, read-write, at its host path; every host path the job's config names (pool, images, models,
   benchmark data) and ``executor.docker_mounts``, read-only at the same path — so configs need no path translation;
-- a read-only root file system with a tmpfs /tmp (HOME), plus ``executor.docker_env``;
+- a read-only root file system with a tmpfs /tmp (HOME), plus ``executor.env``;
 - GPUs as ``device_requests`` with explicit device ids (the scheduler's, as with CUDA_VISIBLE_DEVICES locally);
-- no network for selector jobs (score / select), and ``executor.docker_network`` (default none) for the rest;
+- selector jobs (score / select: the code a submission brings) are sandboxed: no network, the store read-only and
+  only their staging folder writable (``SELBENCH_STAGING``; the executor publishes it after a clean exit);
+  the other stages get ``executor.docker_network`` (default none) and the store read-write;
 - the memory limit (``executor.memory_limit_mb``: an OOM kill is reported as such), CPUs (``threads_per_job``),
   a pid limit, the host's uid:gid (files in the store stay the user's), and the per-stage timeout.
 The container's output is appended to the job's log when it ends; the container is then removed.
@@ -73,8 +75,8 @@ class ContainerHandle:
 
     grace = 0.0
 
-    def __init__(self, container, log: Path, memory_limit_mb: int | None):
-        self.container, self.log, self.memory_limit_mb = container, log, memory_limit_mb
+    def __init__(self, container, log: Path, memory_limit_mb: int | None, publish=None):
+        self.container, self.log, self.memory_limit_mb, self.publish = container, log, memory_limit_mb, publish
         self.timed_out: float | None = None
         self.error: str | None = None
         self.rc: int | None = None
@@ -98,6 +100,8 @@ class ContainerHandle:
             self.error = f"out of memory (container OOM-killed at its {self.memory_limit_mb} MB limit)"
         self.rc = int(state.get("ExitCode", -1))
         self.container.remove(force=True)
+        if self.rc == 0 and self.publish is not None:
+            self.publish()
 
     def kill(self) -> None:
         if self.rc is not None:
@@ -124,14 +128,19 @@ class DockerExecutor(LocalExecutor):
         from docker.types import DeviceRequest, Mount
 
         store = self.store.root.resolve()
-        mounts = [Mount(str(store), str(store), type="bind", read_only=False)]
+        sandboxed = job.stage in SELECTOR_STAGES
+        mounts = [Mount(str(store), str(store), type="bind", read_only=sandboxed)]
         named = host_paths(job.config) | {Path(p).resolve() for p in self.spec.docker_mounts}
         for p in outermost(named):
             if p != store and store not in p.parents:
                 mounts.append(Mount(str(p), str(p), type="bind", read_only=True))
         env = {k: v for k, v in job_env(self.spec.threads_per_job, None).items() if k in CONTAINER_ENV}
         env["HOME"] = "/tmp"  # the root file system is read-only; caches go to the container's tmpfs
-        env.update(self.spec.docker_env)
+        env.update(self.spec.env)
+        if sandboxed:  # selector code writes only its staging folder; the executor publishes it
+            staging = self.sandbox_staging(job.id)
+            mounts.append(Mount(str(staging), str(staging), type="bind", read_only=False))
+            env["SELBENCH_STAGING"] = str(staging)
         args: dict = {
             "command": ["python", "-m", "selbench.harness.job", str(store), job.id],
             "mounts": mounts, "environment": env, "working_dir": str(store), "detach": True,
@@ -149,13 +158,23 @@ class DockerExecutor(LocalExecutor):
             args["device_requests"] = [DeviceRequest(device_ids=[str(gpu)], capabilities=[["gpu"]])]
         return args
 
+    def sandbox_staging(self, job_id: str) -> Path:
+        return self.store.path(job_id).with_name(f"{job_id}.tmp-sandbox").resolve()
+
     def _launch(self, job: Job, gpu: int | None) -> ContainerHandle:
         log = self.store.log_path(job.id)
         with open(log, "ab") as fh:
             fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.id} in {self.spec.image} "
                      f"gpu={gpu if gpu is not None else '<none>'}\n".encode())
-        container = self.docker.containers.run(self.spec.image, **self.container_args(job, gpu))
-        return ContainerHandle(container, log, self.spec.memory_limit_mb)
+        publish = None
+        if job.stage in SELECTOR_STAGES:
+            staging = self.sandbox_staging(job.id)
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            publish = lambda: self.store.publish(job.id, staging) if (staging / "meta.json").exists() else None  # noqa: E731
+        container = self.docker.containers.run(job.config.get("image") or self.spec.image,
+                                               **self.container_args(job, gpu))
+        return ContainerHandle(container, log, self.spec.memory_limit_mb, publish)
 
 
 def build_image(docker_client, tag: str, dockerfile: str, repo: Path, *, base_image: str,

@@ -105,7 +105,7 @@ class LocalExecutor:
 
     def _launch(self, job: Job, gpu: int | None) -> ProcessHandle:
         log = self.store.log_path(job.id)
-        env = job_env(self.spec.threads_per_job, "" if gpu is None else str(gpu))
+        env = job_env(self.spec.threads_per_job, "" if gpu is None else str(gpu), self.spec.env)
         return ProcessHandle(start_job_process(self.store.root, job.id, log, env, self.spec.memory_limit_mb))
 
     def run(self, jobs: list[Job], on_event: Callable[[Job, Outcome | None], None] = lambda j, o: None

@@ -121,6 +121,7 @@ class RayExecutor(LocalExecutor):
 
     def _launch(self, job: Job, gpu: int | None) -> RayTaskHandle:
         extra = {k: v for k, v in os.environ.items() if k == "PYTHONPATH" or k.startswith("SELBENCH_")}
+        extra.update(self.spec.env)
         options = {"num_cpus": self.spec.threads_per_job or 1,
                    "num_gpus": 1 if self._gpu_jobs and job.stage in GPU_STAGES else 0}
         ref = self._remote.options(**options).remote(  # type: ignore[union-attr]

@@ -1,0 +1,152 @@
+"""``selbench submit``: a new selector goes through the conformance checks, then the standard protocol of a spec,
+and lands on that spec's leaderboard labelled ``NAME [submission VERSION]``.
+
+A submission is either
+- a Python package declaring exactly one entry point in ``selbench.selectors`` (templates/selector/ is a starting
+  point). It is installed with ``pip --target`` into ``STORE/submissions/<dist>-<version>/site`` — never into the
+  harness's own environment — and jobs see it through PYTHONPATH (mounted read-only under the Docker executor); or
+- a container image built FROM the harness image (docker/selector.Dockerfile); its score/select jobs run in it
+  (``SelectorSpec.image``, Docker executor only), the other stages in the harness image.
+
+Sandbox: the spec's executor with its limits (memory, per-stage timeouts, CPUs). Under the Docker executor the
+selector's jobs also get no network, a read-only store and pool, and write only their own output folder
+(docs/containers.md). Under the local executor only the memory and time limits apply — say ``executor.kind:
+docker`` for untrusted code.
+
+Conformance, before any fine-tuning: two independent runs (separate stores) of prepare → score → select at the
+spec's smallest budget and first seed. Any failure (crash, timeout, OOM, network, a write outside its output,
+wrong count, duplicate or out-of-range indices — the select stage enforces the contract) or two different
+selections for the same seed rejects the submission with the reasons; nothing is added to the leaderboard.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from selbench.harness.executors import make_executor
+from selbench.harness.plan import build_plan
+from selbench.harness.spec import RunSpec, load_spec
+from selbench.harness.stages.select import SELECTION
+from selbench.harness.store import Store
+from selbench.selectors.base import Budget
+
+
+class SubmissionError(ValueError):
+    pass
+
+
+@dataclass
+class Submission:
+    name: str  # the selector's registry name
+    version: str
+    source: str  # package folder or image
+    site: Path | None = None  # a package's install folder (PYTHONPATH)
+    image: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} [submission {self.version}]"
+
+    def selector(self, label: str | None = None) -> dict:
+        return {"name": self.name, "label": label or self.label, **({"image": self.image} if self.image else {})}
+
+
+def from_package(path: Path, store: Path) -> Submission:
+    pyproject = path / "pyproject.toml"
+    if not pyproject.is_file():
+        raise SubmissionError(f"{path}: not a Python package (no pyproject.toml)")
+    try:
+        project = tomllib.loads(pyproject.read_text())["project"]
+        dist, version = project["name"], project["version"]
+    except (tomllib.TOMLDecodeError, KeyError) as e:
+        raise SubmissionError(f"{pyproject}: needs [project] name and version ({e})") from None
+    eps = project.get("entry-points", {}).get("selbench.selectors", {})
+    if len(eps) != 1:
+        raise SubmissionError(f"{pyproject}: declare exactly one selector under "
+                              f"[project.entry-points.\"selbench.selectors\"] (found {len(eps)})")
+    name = next(iter(eps))
+    site = (store / "submissions" / f"{dist}-{version}" / "site").resolve()
+    if not site.is_dir():
+        tmp = site.with_name("site.tmp")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--target", str(tmp), str(path)], check=True, capture_output=True, text=True)
+        tmp.rename(site)
+    if str(site) not in sys.path:
+        sys.path.insert(0, str(site))  # so this process's registry (planning) sees the entry point
+    return Submission(name, version, str(path), site=site)
+
+
+def from_image(image: str, name: str) -> Submission:
+    version = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
+    return Submission(name, version, image, image=image)
+
+
+def _with_submission(data: dict, sub: Submission) -> dict:
+    data = json.loads(json.dumps(data, default=str))
+    executor = data.setdefault("executor", {})
+    if sub.site is not None:
+        env = executor.setdefault("env", {})
+        env["PYTHONPATH"] = ":".join(p for p in (str(sub.site), env.get("PYTHONPATH")) if p)
+        executor.setdefault("docker_mounts", []).append(str(sub.site))
+    if sub.image is not None and executor.get("kind") != "docker":
+        raise SubmissionError("an image submission runs under the Docker executor: set executor.kind docker "
+                              "(and executor.image, the harness image)")
+    return data
+
+
+def conformance(spec_path: Path, sub: Submission, work: Path) -> list[str]:
+    """Problems found by two independent prepare → score → select runs (empty: conforms)."""
+    work.mkdir(parents=True, exist_ok=True)
+    data = _with_submission(yaml.safe_load(spec_path.read_text()), sub)
+    spec0 = load_spec(spec_path)
+    budget = min(spec0.budgets, key=lambda b: Budget.parse(b).resolve(10**9))
+    problems, picks = [], []
+    for replica in (1, 2):
+        run = {**data, "selectors": [sub.selector()], "budgets": [budget], "seeds": spec0.seeds[:1],
+               "store": str(work / f"conformance-{replica}")}
+        path = work / f"conformance-{replica}.yaml"
+        path.write_text(yaml.safe_dump(run))
+        spec = load_spec(path).resolved(Path.cwd())
+        plan = build_plan(spec)
+        cell = plan.cells[0]
+        jobs = [j for j in plan.jobs if j.id in (cell.jobs["prepare"], cell.jobs["score"], cell.jobs["select"])]
+        store = Store(spec.store)
+        outcomes = make_executor(spec.executor, store).run(jobs)
+        bad = [(j.stage, outcomes[j.id]) for j in jobs if outcomes[j.id].status in ("failed", "blocked")]
+        for stage, o in bad:
+            if o.status == "failed":
+                problems.append(f"run {replica}, {stage}: {o.reason}")
+        if bad:
+            break
+        picks.append(json.loads((store.path(cell.jobs["select"]) / f"{SELECTION}.json").read_text())["indices"])
+    if len(picks) == 2 and picks[0] != picks[1]:
+        differ = len(set(picks[0]) ^ set(picks[1])) // 2
+        problems.append(f"non-deterministic: two runs with seed {spec0.seeds[0]} at budget {budget} selected "
+                        f"different samples ({differ} of {len(picks[0])} differ)")
+    return problems
+
+
+def submit(spec_path: Path, sub: Submission):
+    """Conformance, then the spec's protocol with the submission added; returns the runner's RunResult."""
+    from selbench.harness import runner
+
+    spec: RunSpec = load_spec(spec_path).resolved(Path.cwd())
+    work = spec.store / "submissions" / f"{sub.name}-{sub.version}"
+    work.mkdir(parents=True, exist_ok=True)
+    problems = conformance(spec_path, sub, work)
+    if problems:
+        raise SubmissionError(f"{sub.label} rejected: " + "; ".join(problems))
+    data = _with_submission(yaml.safe_load(spec_path.read_text()), sub)
+    if any(s.get("name") == sub.name for s in data["selectors"]):
+        raise SubmissionError(f"the spec already has a selector named {sub.name!r}")
+    data["selectors"] = [*data["selectors"], sub.selector()]
+    path = work / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return runner.run(path, base=Path.cwd())
