@@ -22,8 +22,10 @@ selections for the same seed rejects the submission with the reasons; nothing is
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +77,14 @@ def from_package(path: Path, store: Path) -> Submission:
     site = (store / "submissions" / f"{dist}-{version}" / "site").resolve()
     if not site.is_dir():
         tmp = site.with_name("site.tmp")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--target", str(tmp), str(path)], check=True, capture_output=True, text=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="sbsubmit-") as build:  # setuptools writes build/ into the source
+            src = Path(build) / "src"
+            shutil.copytree(path, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".git"))
+            done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                                   "--target", str(tmp), str(src)], capture_output=True, text=True)
+        if done.returncode:
+            raise SubmissionError(f"{path}: pip could not install it: {done.stderr.strip()[-800:]}")
         tmp.rename(site)
     if str(site) not in sys.path:
         sys.path.insert(0, str(site))  # so this process's registry (planning) sees the entry point

@@ -2,8 +2,9 @@
 (``python -m selbench.harness.job STORE JOB``) in ``executor.image``, through the docker SDK.
 
 What a job's container gets (docs/containers.md is the contract):
-- the store, read-write, at its host path; every host path the job's config names (pool, images, models,
-  benchmark data) and ``executor.docker_mounts``, read-only at the same path — so configs need no path translation;
+- the store, read-write, at its host path; every host path named by the job's config or its upstream jobs'
+  (pool, images, models, benchmark data) and ``executor.docker_mounts``, read-only at the same path — so configs
+  need no path translation;
 - a read-only root file system with a tmpfs /tmp (HOME), plus ``executor.env``;
 - GPUs as ``device_requests`` with explicit device ids (the scheduler's, as with CUDA_VISIBLE_DEVICES locally);
 - selector jobs (score / select: the code a submission brings) are sandboxed: no network, the store read-only and
@@ -130,7 +131,7 @@ class DockerExecutor(LocalExecutor):
         store = self.store.root.resolve()
         sandboxed = job.stage in SELECTOR_STAGES
         mounts = [Mount(str(store), str(store), type="bind", read_only=sandboxed)]
-        named = host_paths(job.config) | {Path(p).resolve() for p in self.spec.docker_mounts}
+        named = host_paths(self.lineage_configs(job)) | {Path(p).resolve() for p in self.spec.docker_mounts}
         for p in outermost(named):
             if p != store and store not in p.parents:
                 mounts.append(Mount(str(p), str(p), type="bind", read_only=True))
@@ -157,6 +158,18 @@ class DockerExecutor(LocalExecutor):
         if gpu is not None:
             args["device_requests"] = [DeviceRequest(device_ids=[str(gpu)], capabilities=[["gpu"]])]
         return args
+
+    def lineage_configs(self, job: Job) -> list[dict]:
+        """The job's config and its upstream jobs' (a fine-tune reads the images its pool job named)."""
+        configs, todo, seen = [], [job], set()
+        while todo:
+            j = todo.pop()
+            configs.append(j.config)
+            for dep in j.deps.values():
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(self.store.read_job(dep))
+        return configs
 
     def sandbox_staging(self, job_id: str) -> Path:
         return self.store.path(job_id).with_name(f"{job_id}.tmp-sandbox").resolve()
