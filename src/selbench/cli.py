@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="SelBench: benchmark harness for multimodal data selection.", no_args_is_help=True,
@@ -143,9 +144,10 @@ def _print_board(board, benchmarks: list[str]) -> None:
                   title="Leaderboard: ARP = mean relative performance vs full-data fine-tuning (%); benchmark columns are raw scores (%)")
     fmt = lambda v, d=1: "N/A" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
     for _, r in board.iterrows():
-        table.add_row(r["selector"], r["budget"], str(r["seed"]), fmt(r["arp_v1"]),
+        # labels and reasons are data, not markup ("balanced [submission 0.1.0]" must print as it is)
+        table.add_row(escape(r["selector"]), r["budget"], str(r["seed"]), fmt(r["arp_v1"]),
                       *[fmt(r[b] * 100 if r[b] is not None and r[b] == r[b] else None) for b in benchmarks],
-                      fmt(r.get("osc_v1"), 2), r["status"] + (f": {r['reason']}" if r["reason"] else ""))
+                      fmt(r.get("osc_v1"), 2), escape(r["status"] + (f": {r['reason']}" if r["reason"] else "")))
     console.print(table)
 
 
@@ -161,10 +163,12 @@ def _run_spec(spec: Path, fail_exit: bool = True):
     with progress_bar(f"run {spec.name}") as advance:
         def on_event(job, outcome) -> None:
             if outcome is None:
-                err.print(f"[dim]start[/] {job.id} {job.cell.get('selector', '')} {job.cell.get('budget', '')}")
+                who = escape(str(job.cell.get("selector", "")))
+                err.print(f"[dim]start[/] {job.id} {who} {job.cell.get('budget', '')}")
                 return
             colour = {"done": "green", "cached": "cyan", "failed": "red", "blocked": "yellow"}[outcome.status]
-            err.print(f"[{colour}]{outcome.status}[/] {job.id}" + (f" — {outcome.reason}" if outcome.reason else "")
+            err.print(f"[{colour}]{outcome.status}[/] {job.id}"
+                      + (f" — {escape(outcome.reason)}" if outcome.reason else "")
                       + (f" ({outcome.seconds:.1f}s)" if outcome.seconds else ""))
             advance(1)
 
@@ -315,10 +319,10 @@ def submit(
             sub = from_image(source, selector)
         else:
             raise SubmissionError(f"{source}: not a package folder; for an image, name its selector with --selector")
-        err.print(f"submission [bold]{sub.label}[/] from {sub.source}: conformance checks …")
+        err.print(f"submission [bold]{escape(sub.label)}[/] from {escape(sub.source)}: conformance checks …")
         result = run_submission(spec, sub)
     except SubmissionError as e:
-        err.print(f"[red]rejected:[/] {e}")
+        err.print(f"[red]rejected:[/] {escape(str(e))}")
         raise typer.Exit(1)
     _print_board(result.board, result.spec.benchmarks)
     console.print(f"report: [bold]{result.out / 'report' / 'index.html'}[/]")

@@ -45,6 +45,7 @@ def test_template_selector_appears_on_the_leaderboard(small_run, tmp_path) -> No
     spec = spec_copy(small_run, tmp_path)
     out = CliRunner().invoke(app, ["submit", str(REPO / "templates" / "selector"), "--spec", str(spec)])
     assert out.exit_code == 0, out.output
+    assert "submission balanced [submission 0.1.0] from" in out.output  # the label prints as data, not markup
     run_dir = Path(yaml.safe_load(spec.read_text())["store"]) / "runs" / "small"
     board = pd.read_parquet(run_dir / "leaderboard.parquet")
     mine = board[board["selector"] == "balanced [submission 0.1.0]"]
