@@ -149,3 +149,26 @@ def test_hostile_jobs_are_contained_and_reported(small_world, harness_image, doc
     assert "index out of range [0, 400)" in board.loc["out-of-range", "reason"]
     hostile_cells = ("crash", "hang", "memory", "network", "write-outside", "wrong-count", "duplicates", "out-of-range")
     assert all(board.loc[s, "status"] == "failed" for s in hostile_cells)
+
+
+def test_a_selector_image_submission_reaches_the_leaderboard(small_run, harness_image, dockerd, tmp_path) -> None:
+    """The template built as a container image (docker/selector.Dockerfile FROM the harness image) and submitted:
+    its score/select jobs run in its image, the rest in the harness image."""
+    from selbench.harness.executors.docker import build_selector_image
+    from selbench.harness.submit import from_image, submit
+
+    docker, sock = dockerd
+    build_selector_image(docker, "balanced-selector:0.1.0", REPO / "templates" / "selector", REPO,
+                         harness_image=harness_image)
+    store = tmp_path / "store"
+    shutil.copytree(small_run["root"] / "store", store)  # baselines cached (their jobs ran locally)
+    spec = {**small_run["spec"], "store": str(store), "budgets": [0.25],
+            "executor": {"kind": "docker", "image": IMAGE, "docker_host": sock, "max_parallel": 2,
+                         "threads_per_job": 1}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    board = submit(path, from_image("balanced-selector:0.1.0", "balanced")).board.set_index("selector")
+    row = board.loc["balanced [submission 0.1.0]"]
+    assert row["status"] == "done" and row["arp_v1"] == row["arp_v1"]  # not NaN
+    logs = "".join(p.read_text() for p in (store / "logs").glob("score-*.log"))
+    assert "in balanced-selector:0.1.0" in logs

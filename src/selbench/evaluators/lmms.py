@@ -153,7 +153,11 @@ class LmmsEvalSession:
         from selbench.evaluators.vllm_server import SERVED_NAME, VLLMServer, export_for_vllm
 
         exported = export_for_vllm(self.model_dir, self.work / "vllm-model")
-        self.server = VLLMServer(exported, self.work / "vllm-server.log", extra_args=self.vllm_args).__enter__()
+        try:
+            self.server = VLLMServer(exported, self.work / "vllm-server.log", extra_args=self.vllm_args).__enter__()
+        except BaseException:  # __exit__ will not run: drop the scratch export here
+            shutil.rmtree(exported, ignore_errors=True)
+            raise
         self.info["backend"] = f"vllm ({self.server.version()})"
         os.environ.setdefault("OPENAI_API_KEY", "EMPTY")
         self.lm = get_model("openai")(

@@ -176,8 +176,9 @@ class DockerExecutor(LocalExecutor):
 
     def _launch(self, job: Job, gpu: int | None) -> ContainerHandle:
         log = self.store.log_path(job.id)
+        image = job.config.get("image") or self.spec.image  # a submitted selector's jobs run in its own image
         with open(log, "ab") as fh:
-            fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.id} in {self.spec.image} "
+            fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.id} in {image} "
                      f"gpu={gpu if gpu is not None else '<none>'}\n".encode())
         publish = None
         if job.stage in SELECTOR_STAGES:
@@ -185,8 +186,7 @@ class DockerExecutor(LocalExecutor):
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
             publish = lambda: self.store.publish(job.id, staging) if (staging / "meta.json").exists() else None  # noqa: E731
-        container = self.docker.containers.run(job.config.get("image") or self.spec.image,
-                                               **self.container_args(job, gpu))
+        container = self.docker.containers.run(image, **self.container_args(job, gpu))
         return ContainerHandle(container, log, self.spec.memory_limit_mb, publish)
 
 
@@ -211,4 +211,15 @@ def build_image(docker_client, tag: str, dockerfile: str, repo: Path, *, base_im
         _, logs = docker_client.images.build(
             path=str(ctx), dockerfile=f"docker/{dockerfile}", tag=tag, network_mode=network, rm=True,
             buildargs={"BASE_IMAGE": base_image, **(build_args or {})})
+        return "".join(chunk.get("stream", "") for chunk in logs)
+
+
+def build_selector_image(docker_client, tag: str, package: Path, repo: Path, *, harness_image: str) -> str:
+    """A submission image: docker/selector.Dockerfile with the selector package as its context."""
+    with tempfile.TemporaryDirectory(prefix="sbselector-") as tmp:
+        ctx = Path(tmp) / "ctx"
+        shutil.copytree(package, ctx, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".git"))
+        shutil.copy2(repo / "docker" / "selector.Dockerfile", ctx / ".selbench.Dockerfile")
+        _, logs = docker_client.images.build(path=str(ctx), dockerfile=".selbench.Dockerfile", tag=tag, rm=True,
+                                             network_mode="none", buildargs={"HARNESS_IMAGE": harness_image})
         return "".join(chunk.get("stream", "") for chunk in logs)
