@@ -4,8 +4,8 @@ never reaches the leaderboard. (Containment of hostile code under the Docker exe
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
+import site
 from pathlib import Path
 
 import pandas as pd
@@ -53,7 +53,9 @@ def test_template_selector_appears_on_the_leaderboard(small_run, tmp_path) -> No
     assert {"picker", "length", "full"} <= set(board["selector"])  # next to the baselines, under the same protocol
     assert "balanced [submission 0.1.0]" in (run_dir / "report" / "index.html").read_text()
     # installed beside the store, not into the harness's environment
-    assert importlib.util.find_spec("balanced_selector").origin.startswith(str(tmp_path))
+    site_dir = tmp_path / "store" / "submissions" / "balanced-selector-0.1.0" / "site"
+    assert (site_dir / "balanced_selector" / "__init__.py").is_file()
+    assert not any((Path(p) / "balanced_selector").exists() for p in site.getsitepackages())
 
 
 def test_contract_breaking_package_is_rejected(small_run, tmp_path) -> None:
