@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from selbench.harness.executors import make_executor
+from selbench.harness.executors.docker import SOURCE_IGNORE
 from selbench.harness.plan import build_plan
 from selbench.harness.spec import RunSpec, load_spec
 from selbench.harness.stages.select import SELECTION
@@ -80,7 +81,7 @@ def from_package(path: Path, store: Path) -> Submission:
         shutil.rmtree(tmp, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="sbsubmit-") as build:  # setuptools writes build/ into the source
             src = Path(build) / "src"
-            shutil.copytree(path, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".git"))
+            shutil.copytree(path, src, ignore=SOURCE_IGNORE)
             done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                                    "--target", str(tmp), str(src)], capture_output=True, text=True)
         if done.returncode:

@@ -27,7 +27,9 @@ from selbench.harness.executors.local import LocalExecutor, job_env
 from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Store
 
-SELECTOR_STAGES = ("score", "select")  # run submitted code: never networked
+SELECTOR_STAGES = ("score", "select")
+# What never belongs in a copy of a package's source (build leftovers): for selector images and submissions.
+SOURCE_IGNORE = shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".git")  # run submitted code: never networked
 CONTAINER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SELBENCH_NO_PROGRESS", "SELBENCH_VLLM_PYTHON")
 
 
@@ -218,7 +220,7 @@ def build_selector_image(docker_client, tag: str, package: Path, repo: Path, *, 
     """A submission image: docker/selector.Dockerfile with the selector package as its context."""
     with tempfile.TemporaryDirectory(prefix="sbselector-") as tmp:
         ctx = Path(tmp) / "ctx"
-        shutil.copytree(package, ctx, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".git"))
+        shutil.copytree(package, ctx, ignore=SOURCE_IGNORE)
         shutil.copy2(repo / "docker" / "selector.Dockerfile", ctx / ".selbench.Dockerfile")
         _, logs = docker_client.images.build(path=str(ctx), dockerfile=".selbench.Dockerfile", tag=tag, rm=True,
                                              network_mode="none", buildargs={"HARNESS_IMAGE": harness_image})
