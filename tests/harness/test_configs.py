@@ -32,3 +32,31 @@ def test_unknown_keys_are_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(text + "learning_rate: 3\n")
     with pytest.raises(ValueError, match="learning_rate"):
         load_spec(tmp_path / "bad.yaml")
+
+
+def _spec(world: Path = Path("w"), **executor) -> dict:
+    return {"name": "t", "world": {"out": str(world)}, "selectors": [{"name": "random"}], "budgets": [0.1],
+            "benchmarks": ["emb_vqa"], "finetune": {"batch_size": 8}, "executor": executor}
+
+
+def test_multi_process_fine_tune_is_validated_and_keyed(small_world: Path) -> None:
+    from selbench.harness.plan import build_plan
+    from selbench.harness.spec import RunSpec
+
+    with pytest.raises(ValueError, match="finetune_processes 4 needs that many devices; executor.gpus lists 2"):
+        RunSpec(**_spec(gpus=[0, 1], finetune_processes=4))
+    with pytest.raises(ValueError, match=r"batch_size 8 is the global micro-batch.*finetune_processes \(3\)"):
+        RunSpec(**_spec(finetune_processes=3))
+    one = build_plan(RunSpec(**_spec(small_world)).resolved(small_world))
+    two = build_plan(RunSpec(**_spec(small_world, finetune_processes=2)).resolved(small_world))
+    ft = lambda plan: [j for j in plan.jobs if j.stage == "finetune"]  # noqa: E731
+    assert all("processes" not in j.config for j in ft(one))  # single-process keys are unchanged
+    assert all(j.config["processes"] == 2 for j in ft(two))
+    assert {j.id for j in ft(one)}.isdisjoint(j.id for j in ft(two))
+
+
+@pytest.mark.parametrize("name", ["llava665k-lora.yaml", "llava-v625k-scalselect.yaml", "visionflan.yaml"])
+def test_real_protocols_train_on_eight_gpus_with_zero3(name: str) -> None:
+    spec = load_spec(Path(__file__).resolve().parents[2] / "configs" / name)
+    assert spec.executor.finetune_processes == 8 and spec.finetune.deepspeed == "zero3"
+    assert spec.finetune.batch_size == 128  # LLaVA-1.5's global batch: 16 per device × 8 GPUs

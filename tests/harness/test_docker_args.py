@@ -26,7 +26,7 @@ def test_mounts_limits_gpu_and_sandbox(tmp_path: Path) -> None:
                               "file": f"{pool / 'pool.json'}:2:0"})
     ex.store.write_job(prepare)
     ft = Job("finetune", {"target": str(tmp_path / "world")}, {"pool": prepare.id})
-    args = ex.container_args(ft, gpu=3)
+    args = ex.container_args(ft, (3,))
     mounts = {m["Target"]: m["ReadOnly"] for m in args["mounts"]}
     store = str((tmp_path / "store").resolve())
     assert mounts == {store: False, str(tmp_path / "world"): True}  # pool folder is inside the world folder
@@ -35,9 +35,11 @@ def test_mounts_limits_gpu_and_sandbox(tmp_path: Path) -> None:
     assert args["mem_limit"] == args["memswap_limit"] == "2048m" and args["nano_cpus"] == 2_000_000_000
     assert args["network_mode"] == "host" and args["read_only"] and args["environment"]["A"] == "1"
     assert args["command"] == ["python", "-m", "selbench.harness.job", store, ft.id]
+    # a multi-process fine-tune gets all its devices in one request
+    assert ex.container_args(ft, (4, 5))["device_requests"][0]["DeviceIDs"] == ["4", "5"]
 
     score = Job("score", {"selector": "x"}, {"pool": prepare.id})  # selector code: sandboxed
-    args = ex.container_args(score, gpu=None)
+    args = ex.container_args(score)
     mounts = {m["Target"]: m["ReadOnly"] for m in args["mounts"]}
     staging = str(ex.sandbox_staging(score.id))
     assert mounts[store] is True and mounts[staging] is False and args["network_mode"] == "none"

@@ -46,13 +46,15 @@ def execute(store_root: str, job_id: str) -> int:
     meta = stage(job, store, tmp) or {}
     wall = time.perf_counter() - t0
     device, n_gpus = device_info()
-    peak_gpu = None
-    if n_gpus:
+    peak_gpu = meta.pop("peak_gpu_mb", None)  # a stage whose work ran in child processes reports theirs
+    if n_gpus and peak_gpu is None:
         import torch
 
         peak_gpu = torch.cuda.max_memory_allocated() / 2**20
+    # the largest of this process and its (waited-for) descendants, e.g. multi-process fine-tuning ranks
+    peak_rss = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     timings = {"wall_s": wall, "gpu_s": wall * n_gpus, "device": device, "n_gpus": n_gpus,
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "peak_rss_mb": peak_rss / 1024,
                "peak_gpu_mb": peak_gpu, "parts": meta.pop("parts", {})}
     if given:
         store.finish(job, tmp, {"timings": timings, **meta})

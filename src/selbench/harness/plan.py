@@ -57,8 +57,10 @@ def build_plan(spec: RunSpec) -> Plan:
 
     def train_eval(select: Job, cell: Cell, seed: int) -> None:
         recipe = spec.finetune.model_copy(update={"seed": seed}).model_dump(mode="json")
-        ft = add(Job("finetune", {"recipe": recipe, "target": str(spec.target), "target_id": fingerprints["target"]},
-                     {"pool": prepare.id, "select": select.id}, cell.identity))
+        ft_cfg = {"recipe": recipe, "target": str(spec.target), "target_id": fingerprints["target"]}
+        if spec.executor.finetune_processes > 1:  # in the key only then: single-process artifacts keep theirs
+            ft_cfg["processes"] = spec.executor.finetune_processes
+        ft = add(Job("finetune", ft_cfg, {"pool": prepare.id, "select": select.id}, cell.identity))
         ev = add(Job("evaluate", eval_cfg, {"model": ft.id}, cell.identity))
         cell.jobs.update(select=select.id, finetune=ft.id, evaluate=ev.id)
 

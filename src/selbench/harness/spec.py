@@ -57,6 +57,9 @@ class ExecutorSpec(Strict):
     kind: Literal["local", "docker", "ray"] = "local"
     max_parallel: int = 1
     gpus: list[int] = Field(default_factory=list)  # device ids handed out through CUDA_VISIBLE_DEVICES
+    # training processes per fine-tune job (accelerate launch: DDP or the recipe's DeepSpeed ZeRO stage); with
+    # `gpus` each fine-tune job gets this many devices, on CPU they are gloo processes
+    finetune_processes: int = Field(default=1, ge=1)
     timeout_s: dict[str, float] = Field(default_factory=lambda: {"score": 3600, "finetune": 7200,
                                                                  "evaluate": 3600, "prepare": 600})
     memory_limit_mb: int | None = None
@@ -97,6 +100,13 @@ class RunSpec(Strict):
     def _sources(self) -> "RunSpec":
         if self.world is None and (self.pool is None or self.target is None):
             raise ValueError("a spec needs either `world` (embedded) or both `pool` and `target`")
+        ex = self.executor
+        if ex.gpus and ex.finetune_processes > len(ex.gpus):
+            raise ValueError(f"executor.finetune_processes {ex.finetune_processes} needs that many devices; "
+                             f"executor.gpus lists {len(ex.gpus)}")
+        if self.finetune.batch_size % ex.finetune_processes:
+            raise ValueError(f"finetune.batch_size {self.finetune.batch_size} is the global micro-batch; it must "
+                             f"be a multiple of executor.finetune_processes ({ex.finetune_processes})")
         labels = [s.display for s in self.selectors]
         if len(set(labels)) != len(labels):
             raise ValueError(f"selector labels must be unique: {labels}")

@@ -1,13 +1,18 @@
 """Supervised fine-tuning loop for LLaVA-architecture models: loss on assistant tokens only, LoRA (peft) or
 full fine-tuning, separate projector learning rate, cosine schedule with linear warm-up (LLaVA-1.5 recipe).
-Runs under ``accelerate`` so the same loop is single-CPU here and multi-GPU (``accelerate launch``) for real.
+Runs under ``accelerate``: in process for one device, or as N processes started by ``selbench.models.launch``
+(``accelerate launch``: DDP, or DeepSpeed ZeRO-2/3). ``batch_size`` is the *global* micro-batch: each of the N
+processes takes every N-th sample of it, so a recipe means the same optimisation whatever the process count
+(LLaVA-1.5: 128 = 16 per device × 8 GPUs).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 import torch
@@ -37,6 +42,7 @@ class TrainConfig(BaseModel):
     freeze_vision: bool = True
     max_length: int = 2048
     bf16: bool = False
+    deepspeed: Literal["none", "zero2", "zero3"] = "none"  # LLaVA-1.5 / ScalSelect train with ZeRO-3
     seed: int = 0
 
 
@@ -46,6 +52,7 @@ class TrainResult:
     samples: int
     wall_s: float
     losses: list[float] = field(default_factory=list)
+    local_samples: int = 0  # samples this process trained on (= samples with one process)
 
 
 def prepare_model(model, cfg: TrainConfig):
@@ -91,6 +98,26 @@ def total_steps(n_examples: int, cfg: TrainConfig) -> tuple[int, int]:
     return micro, math.ceil(micro / cfg.grad_accum)
 
 
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, (0, 1) without it. Read from torch, not from accelerate: under
+    DeepSpeed on CPU accelerate 1.15's state reports one process although DeepSpeed runs several."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _sum_over_ranks(value: float) -> float:
+    import torch.distributed as dist
+
+    if dist_info()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
 def train(
     model,
     collator: Collator,
@@ -100,23 +127,35 @@ def train(
     on_step: Callable[[int, int, float], None] | None = None,
     checkpoint_at: Sequence[int] = (),
     on_checkpoint: Callable[[int, object], None] | None = None,
+    state_out: Path | None = None,
 ):
     """Train in place; returns (model, TrainResult). ``checkpoint_at``: optimiser steps after which
-    ``on_checkpoint(step, model)`` is called (XMAS's trajectory checkpoints)."""
+    ``on_checkpoint(step, model)`` is called (XMAS's trajectory checkpoints). ``state_out``: every process
+    takes part in gathering the full (unpartitioned, under ZeRO-3) state dict, which rank 0 saves there.
+    Under several processes each takes its share of every global micro-batch; ``TrainResult.samples`` counts
+    the whole global batch and losses are averaged over processes."""
     from accelerate import Accelerator
 
     torch.manual_seed(cfg.seed)
     model, groups = prepare_model(model, cfg)
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum,
-                      mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.cuda.is_available())
+                      mixed_precision="bf16" if cfg.bf16 else "no",
+                      cpu=not torch.cuda.is_available() and not deepspeed)
+    rank, world = dist_info()
     n = len(examples)
     if n == 0:
         raise ValueError("cannot fine-tune on an empty subset")
+    if cfg.batch_size % world:
+        raise ValueError(f"finetune.batch_size {cfg.batch_size} is the global micro-batch; it must be a multiple "
+                         f"of the {world} training processes")
     micro_total, total = total_steps(n, cfg)
     warmup = round(cfg.warmup_ratio * total)
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, warmup))
-    model, opt, sched = acc.prepare(model, opt, sched)
+    # The scheduler is stepped here once per optimiser step, not prepared: accelerate's wrapper steps it once per
+    # *process* (it assumes each process consumes its own batches), which would run the schedule N× too fast.
+    model, opt = acc.prepare(model, opt)
     model.train()
     gen = torch.Generator().manual_seed(cfg.seed)
     order: list[int] = []
@@ -127,25 +166,37 @@ def train(
     checkpoints = set(checkpoint_at)
     for micro in range(micro_total):
         idx = order[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
-        batch = collator([examples[i] for i in idx]).to(acc.device)
+        batch = collator([examples[i] for i in idx[rank::world]]).to(acc.device)
+        # Token-mean over the *global* micro-batch (as transformers' Trainer does with num_items_in_batch): each
+        # process divides its summed loss by the global assistant-token count / processes, so the gradients the
+        # processes average equal one process's on the whole batch.
+        n_tokens = max(_sum_over_ranks(float((batch.labels[:, 1:] != -100).sum())), 1.0)
         with acc.accumulate(model):
-            out = model(**batch.model_inputs(), labels=batch.labels)
+            out = model(**batch.model_inputs(), labels=batch.labels,
+                        num_items_in_batch=torch.tensor(n_tokens / world, device=acc.device))
             acc.backward(out.loss)
             if acc.sync_gradients and cfg.max_grad_norm:
                 acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
-            sched.step()
+            if acc.sync_gradients:
+                sched.step()
             opt.zero_grad()
         result.samples += len(idx)
+        result.local_samples += len(idx[rank::world])
         if acc.sync_gradients:
             result.steps += 1
-            loss = float(out.loss.detach())
+            loss = _sum_over_ranks(float(out.loss.detach())) / world
             result.losses.append(loss)
             if on_step:
                 on_step(result.steps, total, loss)
             if result.steps in checkpoints and on_checkpoint:
                 on_checkpoint(result.steps, acc.unwrap_model(model))
     result.wall_s = time.perf_counter() - t0
+    if state_out is not None:
+        state = acc.get_state_dict(model)  # a collective under ZeRO-3: every rank calls it
+        if rank == 0:
+            torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, state_out)
+        acc.wait_for_everyone()
     model.eval()
     return acc.unwrap_model(model), result
 

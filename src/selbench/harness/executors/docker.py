@@ -127,7 +127,7 @@ class DockerExecutor(LocalExecutor):
         self.docker = client(spec.docker_host)
         self.docker.images.get(spec.image)  # fail now, not per job, when the image is missing
 
-    def container_args(self, job: Job, gpu: int | None) -> dict:
+    def container_args(self, job: Job, gpus: tuple[int, ...] = ()) -> dict:
         from docker.types import DeviceRequest, Mount
 
         store = self.store.root.resolve()
@@ -157,8 +157,8 @@ class DockerExecutor(LocalExecutor):
             args["memswap_limit"] = f"{self.spec.memory_limit_mb}m"  # no swap: over the limit is an OOM kill
         if self.spec.threads_per_job:
             args["nano_cpus"] = int(self.spec.threads_per_job * 1e9)
-        if gpu is not None:
-            args["device_requests"] = [DeviceRequest(device_ids=[str(gpu)], capabilities=[["gpu"]])]
+        if gpus:
+            args["device_requests"] = [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
         return args
 
     def lineage_configs(self, job: Job) -> list[dict]:
@@ -176,19 +176,19 @@ class DockerExecutor(LocalExecutor):
     def sandbox_staging(self, job_id: str) -> Path:
         return self.store.path(job_id).with_name(f"{job_id}.tmp-sandbox").resolve()
 
-    def _launch(self, job: Job, gpu: int | None) -> ContainerHandle:
+    def _launch(self, job: Job, gpus: tuple[int, ...]) -> ContainerHandle:
         log = self.store.log_path(job.id)
         image = job.config.get("image") or self.spec.image  # a submitted selector's jobs run in its own image
         with open(log, "ab") as fh:
             fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.id} in {image} "
-                     f"gpu={gpu if gpu is not None else '<none>'}\n".encode())
+                     f"gpus={','.join(map(str, gpus)) or '<none>'}\n".encode())
         publish = None
         if job.stage in SELECTOR_STAGES:
             staging = self.sandbox_staging(job.id)
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
             publish = lambda: self.store.publish(job.id, staging) if (staging / "meta.json").exists() else None  # noqa: E731
-        container = self.docker.containers.run(image, **self.container_args(job, gpu))
+        container = self.docker.containers.run(image, **self.container_args(job, gpus))
         return ContainerHandle(container, log, self.spec.memory_limit_mb, publish)
 
 

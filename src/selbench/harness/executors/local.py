@@ -103,9 +103,15 @@ class LocalExecutor:
     def __init__(self, spec: ExecutorSpec, store: Store):
         self.spec, self.store = spec, store
 
-    def _launch(self, job: Job, gpu: int | None) -> ProcessHandle:
+    def devices_needed(self, job: Job) -> int:
+        """GPUs a job takes: none for CPU stages, ``finetune_processes`` for a fine-tune, one otherwise."""
+        if job.stage not in GPU_STAGES:
+            return 0
+        return self.spec.finetune_processes if job.stage == "finetune" else 1
+
+    def _launch(self, job: Job, gpus: tuple[int, ...]) -> ProcessHandle:
         log = self.store.log_path(job.id)
-        env = job_env(self.spec.threads_per_job, "" if gpu is None else str(gpu), self.spec.env)
+        env = job_env(self.spec.threads_per_job, ",".join(map(str, gpus)), self.spec.env)
         return ProcessHandle(start_job_process(self.store.root, job.id, log, env, self.spec.memory_limit_mb))
 
     def run(self, jobs: list[Job], on_event: Callable[[Job, Outcome | None], None] = lambda j, o: None
@@ -117,12 +123,12 @@ class LocalExecutor:
             if self.store.done(j.id):
                 outcomes[j.id] = Outcome("cached")
                 on_event(j, outcomes[j.id])
-        running: dict[str, tuple[ProcessHandle, float, int | None]] = {}
+        running: dict[str, tuple[ProcessHandle, float, tuple[int, ...]]] = {}
         free_gpus = list(self.spec.gpus)
         pending = [j.id for j in jobs if j.id not in outcomes]
         while pending or running:
             # reap
-            for jid, (handle, t0, gpu) in list(running.items()):
+            for jid, (handle, t0, gpus) in list(running.items()):
                 limit = self.spec.timeout_s.get(by_id[jid].stage)
                 timed_out = None
                 if handle.poll() is None:
@@ -134,8 +140,7 @@ class LocalExecutor:
                 rc = handle.poll()
                 timed_out = timed_out or handle.timed_out
                 del running[jid]
-                if gpu is not None:
-                    free_gpus.append(gpu)
+                free_gpus.extend(gpus)
                 secs = time.monotonic() - t0
                 if rc == 0 and timed_out is None and self.store.done(jid):
                     outcomes[jid] = Outcome("done", seconds=secs)
@@ -158,14 +163,14 @@ class LocalExecutor:
                     continue
                 if len(running) >= self.spec.max_parallel:
                     break
-                gpu = None
-                if self.spec.gpus and by_id[jid].stage in GPU_STAGES:
-                    if not free_gpus:
-                        continue  # wait for a GPU
-                    gpu = free_gpus.pop(0)
+                gpus: tuple[int, ...] = ()
+                if self.spec.gpus and (need := self.devices_needed(by_id[jid])):
+                    if len(free_gpus) < need:
+                        continue  # wait for enough devices
+                    gpus, free_gpus = tuple(free_gpus[:need]), free_gpus[need:]
                 pending.remove(jid)
                 self._clear_failure(jid)
-                running[jid] = (self._launch(by_id[jid], gpu), time.monotonic(), gpu)
+                running[jid] = (self._launch(by_id[jid], gpus), time.monotonic(), gpus)
                 on_event(by_id[jid], None)
             time.sleep(0.05)
         return outcomes

@@ -1,7 +1,8 @@
 """Ray executor: every job is a Ray task that runs the same entrypoint as the local executor
 (``python -m selbench.harness.job STORE JOB`` in its own process group), so isolation, logs, the address-space
 limit and the timeout are the same; Ray decides where it runs. GPU stages ask Ray for ``num_gpus=1`` when the
-cluster has GPUs (Ray sets CUDA_VISIBLE_DEVICES for the task); CPU stages ask for none.
+cluster has GPUs (a fine-tune: ``executor.finetune_processes``; Ray sets CUDA_VISIBLE_DEVICES for the task); CPU
+stages ask for none.
 
 Many machines: every node needs the same environment (this venv) and the store on a shared filesystem at the same
 path; the driver's PYTHONPATH and SELBENCH_* variables travel with each task. ``executor.ray_address`` names the
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 from selbench.harness.executors.local import (
-    GPU_STAGES,
     LocalExecutor,
     Outcome,
     ProcessHandle,
@@ -119,11 +119,11 @@ class RayExecutor(LocalExecutor):
             if started:
                 ray.shutdown()
 
-    def _launch(self, job: Job, gpu: int | None) -> RayTaskHandle:
+    def _launch(self, job: Job, gpus: tuple[int, ...]) -> RayTaskHandle:
         extra = {k: v for k, v in os.environ.items() if k == "PYTHONPATH" or k.startswith("SELBENCH_")}
         extra.update(self.spec.env)
         options = {"num_cpus": self.spec.threads_per_job or 1,
-                   "num_gpus": 1 if self._gpu_jobs and job.stage in GPU_STAGES else 0}
+                   "num_gpus": self.devices_needed(job) if self._gpu_jobs else 0}
         ref = self._remote.options(**options).remote(  # type: ignore[union-attr]
             str(self.store.root.resolve()), job.id, self.spec.timeout_s.get(job.stage),
             self.spec.memory_limit_mb, self.spec.threads_per_job, extra)

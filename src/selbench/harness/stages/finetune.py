@@ -1,6 +1,8 @@
 """Fine-tune the target on a subset (or the full pool: the 100 % reference) with the protocol's recipe.
 
-Exports a checkpoint plain HF and vLLM can load: LoRA merged into the base.
+Exports a checkpoint plain HF and vLLM can load: LoRA merged into the base. With ``processes`` > 1 in the job
+(``executor.finetune_processes``: one per GPU the job gets) or a DeepSpeed recipe, training runs as that many
+processes under ``accelerate launch`` (selbench.models.launch); otherwise in this process.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import torch
 from selbench.harness.stages.select import SELECTION
 from selbench.harness.store import Job, Store
 from selbench.models.data import Collator
-from selbench.models.training import TrainConfig, merge_for_export, train
+from selbench.models.launch import STATE, load_trained, train_distributed
+from selbench.models.training import TrainConfig, TrainResult, merge_for_export, train
 from selbench.pool.manifest import load_manifest
 from selbench.progress import progress_bar
 from selbench.selectors._features import examples
@@ -24,17 +27,30 @@ def run(job: Job, store: Store, out: Path) -> dict:
 
     c = job.config
     recipe = TrainConfig(**c["recipe"])
-    pool = load_manifest(store.path(job.deps["pool"]) / "manifest.parquet")
+    processes = int(c.get("processes", 1))
+    manifest = store.path(job.deps["pool"]) / "manifest.parquet"
     indices = json.loads((store.path(job.deps["select"]) / f"{SELECTION}.json").read_text())["indices"]
-    model = LlavaForConditionalGeneration.from_pretrained(c["target"], dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(c["target"])
-    collator = Collator(processor, int(model.config.image_seq_length), max_length=recipe.max_length)
     with progress_bar(f"fine-tune on {len(indices)} samples") as advance:
-        model, result = train(model, collator, examples(pool, indices), recipe,
-                              on_step=lambda s, total, loss: advance(1, total=total, info=f"loss {loss:.3f}"))
+        on_step = lambda s, total, loss: advance(1, total=total, info=f"loss {loss:.3f}")  # noqa: E731
+        if processes > 1 or recipe.deepspeed != "none":
+            work = out / "launch"
+            r = train_distributed(c["target"], manifest, indices, recipe, processes, work, on_step=on_step,
+                                  log=lambda line: print(line, flush=True))
+            model = load_trained(c["target"], recipe, work / STATE)
+            (work / STATE).unlink()  # the exported checkpoint below is the artifact
+            result = TrainResult(r["steps"], r["samples"], r["wall_s"], r["losses"])
+            peaks = {"peak_gpu_mb": r["peak_gpu_mb"]} if r.get("peak_gpu_mb") is not None else {}
+        else:
+            peaks = {}
+            model = LlavaForConditionalGeneration.from_pretrained(c["target"], dtype=torch.float32)
+            collator = Collator(processor, int(model.config.image_seq_length), max_length=recipe.max_length)
+            model, result = train(model, collator, examples(load_manifest(manifest), indices), recipe,
+                                  on_step=on_step)
     model = merge_for_export(model)
     model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
-    (out / "train_log.json").write_text(json.dumps({"losses": result.losses, "steps": result.steps}))
+    (out / "train_log.json").write_text(json.dumps({"losses": result.losses, "steps": result.steps,
+                                                    "processes": processes, "deepspeed": recipe.deepspeed}))
     return {"parts": {"training": result.wall_s}, "samples": result.samples, "steps": result.steps,
-            "final_loss": result.losses[-1] if result.losses else None}
+            "processes": processes, "final_loss": result.losses[-1] if result.losses else None, **peaks}
