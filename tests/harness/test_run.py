@@ -118,3 +118,32 @@ def test_failing_hanging_and_oom_cells_end_with_reasons(tmp_path, small_world) -
     assert all(board.loc[s, "status"] == "failed" for s in ("crash", "hang", "memory"))
     # a selector that never finished has no selection time and no OSC (N/A), not 0 s
     assert all(pd.isna(board.loc[s, "selection_s"]) and pd.isna(board.loc[s, "osc_v1"]) for s in ("crash", "hang"))
+
+
+@pytest.mark.slow
+def test_two_process_fine_tunes_in_a_run(tmp_path, small_world) -> None:
+    """executor.finetune_processes: 2 — every fine-tune job (the cell's and the reference) trains as two gloo
+    processes under accelerate launch; the cell completes, its meta and train log say so, and its subset model
+    equals the one-process run's to float rounding (same schedule, same global batches)."""
+    from safetensors.torch import load_file
+
+    runs = {}
+    for n in (1, 2):
+        spec = _spec(tmp_path / f"p{n}", small_world, [{"name": "random"}], executor={"finetune_processes": n})
+        runs[n] = runner.run(spec)
+        assert {o.status for o in runs[n].statuses.values()} == {"done"}, runs[n].statuses
+    store = Store(tmp_path / "p2" / "store")
+    cell = next(c for c in runs[2].plan.cells if c.selector != "full")
+    meta = store.meta(cell.jobs["finetune"])
+    assert meta["processes"] == 2 and meta["timings"]["peak_rss_mb"] > 0
+    assert "selbench-train-rank 1/2" in store.log_path(cell.jobs["finetune"]).read_text()
+    assert not (store.path(cell.jobs["finetune"]) / "launch" / "trained_state.pt").exists()  # export only
+    def subset_model(n: int) -> dict:
+        cell_n = next(c for c in runs[n].plan.cells if c.selector != "full")
+        folder = Store(tmp_path / f"p{n}" / "store").path(cell_n.jobs["finetune"]) / "model"
+        return load_file(next(folder.glob("*.safetensors")))
+
+    one, two = subset_model(1), subset_model(2)
+    assert sorted(one) == sorted(two)
+    diff = max(float((one[k] - two[k]).abs().max()) for k in one)
+    assert diff < 1e-4, diff

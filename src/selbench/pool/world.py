@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-WORLD_VERSION = 2  # 2: label noise in multi-turn rows follows each turn's skill
+WORLD_VERSION = 3  # 2: label noise in multi-turn rows follows each turn's skill; 3: positional yes/no existence
 IMAGE_SIZE = 32
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
@@ -127,14 +127,16 @@ def q_position(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
 
 
 def q_yesno(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
-    # POPE asks about object existence; at this model scale the "object" is a colour blob.
-    present = sorted({o.color for o in scene.objects})
-    if rng.random() < 0.5:
-        color, answer = present[int(rng.integers(len(present)))], "yes"
+    # POPE probes object existence with balanced yes/no questions. At this scale the probe is positional ("is
+    # there an object at ..."): a tiny model learns it from the mixed pool, whereas existence of a *colour*
+    # anywhere in the image it does not learn from the mixture (world version 2: the tuned model said "no" to all).
+    occupied = sorted(o.cell for o in scene.objects)
+    empty = [c for c in range(len(POSITIONS)) if c not in occupied]
+    if not empty or rng.random() < 0.5:
+        cell, answer = occupied[int(rng.integers(len(occupied)))], "yes"
     else:
-        absent = [c for c in COLORS if c not in present]
-        color, answer = absent[int(rng.integers(len(absent)))], "no"
-    return f"Is there a {color} object in the image?\n{SHORT}", answer
+        cell, answer = empty[int(rng.integers(len(empty)))], "no"
+    return f"Is there an object at the {POSITIONS[cell]}?\n{SHORT}", answer
 
 
 def q_count(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
