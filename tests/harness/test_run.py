@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,14 +130,20 @@ def test_two_process_fine_tunes_in_a_run(tmp_path, small_world) -> None:
 
     runs = {}
     for n in (1, 2):
-        spec = _spec(tmp_path / f"p{n}", small_world, [{"name": "random"}], executor={"finetune_processes": n})
+        # with device ids (ignored by torch on CPU) the scheduler hands each fine-tune two of them, other GPU stages one
+        executor = {"finetune_processes": 2, "gpus": [0, 1, 2]} if n == 2 else {}
+        spec = _spec(tmp_path / f"p{n}", small_world, [{"name": "random"}], executor=executor)
         runs[n] = runner.run(spec)
         assert {o.status for o in runs[n].statuses.values()} == {"done"}, runs[n].statuses
     store = Store(tmp_path / "p2" / "store")
     cell = next(c for c in runs[2].plan.cells if c.selector != "full")
     meta = store.meta(cell.jobs["finetune"])
     assert meta["processes"] == 2 and meta["timings"]["peak_rss_mb"] > 0
-    assert "selbench-train-rank 1/2" in store.log_path(cell.jobs["finetune"]).read_text()
+    log = store.log_path(cell.jobs["finetune"]).read_text()
+    assert "selbench-train-rank 1/2" in log
+    assert re.search(r"CUDA_VISIBLE_DEVICES=[012],[012]\n", log), log[:500]
+    assert re.search(r"CUDA_VISIBLE_DEVICES=[012]\n", store.log_path(cell.jobs["evaluate"]).read_text())
+    assert "CUDA_VISIBLE_DEVICES=\n" in store.log_path(cell.jobs["select"]).read_text()  # CPU stage: none
     assert not (store.path(cell.jobs["finetune"]) / "launch" / "trained_state.pt").exists()  # export only
     def subset_model(n: int) -> dict:
         cell_n = next(c for c in runs[n].plan.cells if c.selector != "full")
