@@ -40,12 +40,14 @@ SMALL_RUN_SELECTORS = [
 
 def small_run_spec(world: Path, store: Path, selectors: list[dict] = SMALL_RUN_SELECTORS) -> dict:
     """Three selectors × two budgets + the reference on the small world; 4 epochs at lr 1e-3 so the reference
-    scores above zero on all five benchmarks (ARP is defined)."""
+    scores above zero on every benchmark of the run (ARP is defined). emb_pope is left out: on this 400-sample
+    world the reference answers "no" throughout (F1 0, so every relative score and ARP would be N/A, by
+    definition); the learning test and the evaluator tests cover emb_pope on the full world."""
     return {
         "name": "small", "world": {"out": str(world), "seed": 3, "samples": 400, "bench_items": 40},
         "selectors": selectors, "budgets": [0.25, 0.5], "seeds": [0],
         "finetune": {"method": "full", "lr": 1e-3, "projector_lr": None, "epochs": 4, "batch_size": 8},
-        "benchmarks": ["emb_vqa", "emb_mc", "emb_pope", "emb_count", "emb_ocr"],
+        "benchmarks": ["emb_vqa", "emb_mc", "emb_count", "emb_ocr"],
         "evaluation": {"backend": "hf", "batch_size": 64, "max_new_tokens": 4},
         "executor": {"kind": "local", "max_parallel": 2, "threads_per_job": 1},
         "store": str(store),
