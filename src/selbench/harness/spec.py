@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from selbench.models.launch import check_processes
 from selbench.models.training import TrainConfig
 from selbench.selectors.base import Budget
 
@@ -104,9 +105,7 @@ class RunSpec(Strict):
         if ex.gpus and ex.finetune_processes > len(ex.gpus):
             raise ValueError(f"executor.finetune_processes {ex.finetune_processes} needs that many devices; "
                              f"executor.gpus lists {len(ex.gpus)}")
-        if self.finetune.batch_size % ex.finetune_processes:
-            raise ValueError(f"finetune.batch_size {self.finetune.batch_size} is the global micro-batch; it must "
-                             f"be a multiple of executor.finetune_processes ({ex.finetune_processes})")
+        check_processes(self.finetune, ex.finetune_processes)
         labels = [s.display for s in self.selectors]
         if len(set(labels)) != len(labels):
             raise ValueError(f"selector labels must be unique: {labels}")

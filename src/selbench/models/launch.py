@@ -13,10 +13,11 @@ import os
 import socket
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Callable
 
-from selbench.models.training import TrainConfig
+from selbench.models.training import TrainConfig, prepare_model
 
 STEP_PREFIX = "selbench-train-step "
 RESULT = "train_result.json"
@@ -95,14 +96,14 @@ def train_distributed(target: str | Path, manifest: Path, indices: list[int], cf
     if cfg.deepspeed != "none" and not torch.cuda.is_available():
         env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator (gloo); GPUs are detected by themselves
     cmd = launch_command(cfg, processes, args_file, port=free_port(), deepspeed_file=ds_file)
-    tail: list[str] = []
+    tail: deque[str] = deque(maxlen=40)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip("\n")
         log(line)
-        tail = (tail + [line])[-40:]
+        tail.append(line)
         if line.startswith(STEP_PREFIX) and on_step:
             step, total, loss = line[len(STEP_PREFIX):].split()
             on_step(int(step), int(total), float(loss))
@@ -117,8 +118,6 @@ def load_trained(target: str | Path, cfg: TrainConfig, state_file: Path):
     """A fresh copy of the target, prepared as the workers prepared it (LoRA wrapped), with the trained weights."""
     import torch
     from transformers import LlavaForConditionalGeneration
-
-    from selbench.models.training import prepare_model
 
     model = LlavaForConditionalGeneration.from_pretrained(target, dtype=torch.float32)
     model, _ = prepare_model(model, cfg)

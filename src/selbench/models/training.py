@@ -146,9 +146,6 @@ def train(
     n = len(examples)
     if n == 0:
         raise ValueError("cannot fine-tune on an empty subset")
-    if cfg.batch_size % world:
-        raise ValueError(f"finetune.batch_size {cfg.batch_size} is the global micro-batch; it must be a multiple "
-                         f"of the {world} training processes")
     micro_total, total = total_steps(n, cfg)
     warmup = round(cfg.warmup_ratio * total)
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -166,7 +163,8 @@ def train(
     checkpoints = set(checkpoint_at)
     for micro in range(micro_total):
         idx = order[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
-        batch = collator([examples[i] for i in idx[rank::world]]).to(acc.device)
+        mine = idx[rank::world]  # this process's share of the global micro-batch
+        batch = collator([examples[i] for i in mine]).to(acc.device)
         # Token-mean over the *global* micro-batch (as transformers' Trainer does with num_items_in_batch): each
         # process divides its summed loss by the global assistant-token count / processes, so the gradients the
         # processes average equal one process's on the whole batch.
@@ -182,7 +180,7 @@ def train(
                 sched.step()
             opt.zero_grad()
         result.samples += len(idx)
-        result.local_samples += len(idx[rank::world])
+        result.local_samples += len(mine)
         if acc.sync_gradients:
             result.steps += 1
             loss = _sum_over_ranks(float(out.loss.detach())) / world

@@ -27,9 +27,9 @@ from selbench.harness.executors.local import LocalExecutor, job_env
 from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Store
 
-SELECTOR_STAGES = ("score", "select")
+SELECTOR_STAGES = ("score", "select")  # run submitted code: never networked
 # What never belongs in a copy of a package's source (build leftovers): for selector images and submissions.
-SOURCE_IGNORE = shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".git")  # run submitted code: never networked
+SOURCE_IGNORE = shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".git")
 CONTAINER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SELBENCH_NO_PROGRESS", "SELBENCH_VLLM_PYTHON")
 
 
