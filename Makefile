@@ -12,7 +12,7 @@ WORLD ?= out/world
 # pip.conf here lists local index folders that may not exist; drop that noise, keep real errors.
 QUIET := { grep -v '^WARNING: Location' || true; }
 
-.PHONY: venv vllm apt demo test test-fast bench world clean
+.PHONY: venv vllm apt demo lint test test-fast bench world clean
 
 # torch first, from the local CPU wheel (otherwise pip pulls a multi-GB CUDA build); then the full lock
 # with --no-deps so nothing drags a CUDA torchvision back in (transformers falls back to PIL processors).
@@ -52,10 +52,15 @@ apt:
 demo: venv
 	$(VENV)/bin/selbench demo
 
-test: venv vllm apt
+# Lint and type check of src/ (ruff, mypy; settings in pyproject.toml): part of every test run and CI.
+lint: venv
+	$(VENV)/bin/ruff check src
+	$(VENV)/bin/mypy
+
+test: venv vllm apt lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: venv
+test-fast: venv lint
 	$(PY) -m pytest -q -m "not slow and not docker and not ray and not vllm"
 
 bench: venv

@@ -6,7 +6,7 @@ import pytest
 
 from selbench.models import tiny
 from selbench.models.extract import FeatureEngine
-from selbench.selectors._features import examples
+from selbench.pool.manifest import examples
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,7 @@ def small_run(small_world: Path, tmp_path_factory) -> dict:
     import yaml
 
     from selbench.harness import runner
+    from selbench.reports import build_report
 
     root = tmp_path_factory.mktemp("small-run")
     spec = small_run_spec(small_world, root / "store")
@@ -67,4 +68,5 @@ def small_run(small_world: Path, tmp_path_factory) -> dict:
     path.write_text(yaml.safe_dump(spec))
     result = runner.run(path)
     assert {o.status for o in result.statuses.values()} == {"done"}, result.statuses
+    build_report(result.out)  # the report is the caller's step (the CLI's after every run)
     return {"root": root, "spec": spec, "spec_path": path, "run_dir": result.out, "board": result.board}

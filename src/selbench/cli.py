@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -38,21 +37,20 @@ def world(
 @pool_app.command("check")
 def pool_check(
     pool: Path = typer.Argument(..., help="LLaVA-format pool: .json list or .jsonl."),
-    images: Optional[Path] = typer.Option(None, help="Image root (default: the pool file's folder)."),
+    images: Path | None = typer.Option(None, help="Image root (default: the pool file's folder)."),
     strict: bool = typer.Option(False, help="Fail on the first bad row report instead of skipping."),
-    manifest: Optional[Path] = typer.Option(None, help="Write the validated manifest (parquet) here."),
-    report: Optional[Path] = typer.Option(None, help="Write every skipped row (JSON) here."),
+    manifest: Path | None = typer.Option(None, help="Write the validated manifest (parquet) here."),
+    report: Path | None = typer.Option(None, help="Write every skipped row (JSON) here."),
 ) -> None:
     """Validate a pool: every bad row is reported with its index, id and reason."""
-    from selbench.pool.llava import PoolError
+    from selbench.pool.llava import PoolError, read_pool
     from selbench.pool.manifest import build_manifest, save_manifest
-    from selbench.pool.llava import read_pool
 
     try:
         rep = read_pool(pool, images, strict=strict)
     except PoolError as e:
         err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     table = Table("row", "id", "reason", title=f"{len(rep.issues)} skipped rows" if rep.issues else None)
     for issue in rep.issues[:200]:
         table.add_row(str(issue.row), str(issue.id), issue.reason)
@@ -67,7 +65,7 @@ def pool_check(
         console.print(f"manifest: {manifest} ({len(m)} samples, content hash {m.content_hash[:12]})")
 
 
-def _load_config(text: Optional[str]) -> dict:
+def _load_config(text: str | None) -> dict:
     """``--config`` takes a YAML/JSON file or an inline YAML mapping."""
     import yaml
 
@@ -87,13 +85,13 @@ def select_cmd(
     budget: str = typer.Option(..., help="A count (10000), a fraction (0.2) or a percentage (20%)."),
     out: Path = typer.Option(..., help="Output: one pool id per line; a JSON sidecar is written beside it."),
     seed: int = typer.Option(0, help="Selection seed."),
-    images: Optional[Path] = typer.Option(None, help="Image root (default: the pool file's folder)."),
-    target: Optional[Path] = typer.Option(None, help="Target VLM folder (HF format)."),
-    proxy: Optional[Path] = typer.Option(None, help="Proxy VLM folder (HF format)."),
-    config: Optional[str] = typer.Option(None, help="Selector config: a YAML/JSON file or inline YAML."),
-    features: Optional[Path] = typer.Option(None, help="Precomputed features (.npy, one row per sample)."),
+    images: Path | None = typer.Option(None, help="Image root (default: the pool file's folder)."),
+    target: Path | None = typer.Option(None, help="Target VLM folder (HF format)."),
+    proxy: Path | None = typer.Option(None, help="Proxy VLM folder (HF format)."),
+    config: str | None = typer.Option(None, help="Selector config: a YAML/JSON file or inline YAML."),
+    features: Path | None = typer.Option(None, help="Precomputed features (.npy, one row per sample)."),
     cache: Path = typer.Option(Path(".cache/selbench"), help="Score cache: re-select budgets for free."),
-    device: Optional[str] = typer.Option(None, help="cpu / cuda (default: cuda if available)."),
+    device: str | None = typer.Option(None, help="cpu / cuda (default: cuda if available)."),
     batch_size: int = typer.Option(32, help="Extraction batch size."),
 ) -> None:
     """Score a pool with one selector (cached) and write the subset for a budget."""
@@ -119,7 +117,7 @@ def select_cmd(
         idx, select_s = select(sel, artifacts, budget, seed, len(manifest))
     except (SelectionError, ValueError) as e:
         err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     write_selection(out, manifest, idx, {**meta, "budget": budget, "seed": seed, "select_seconds": select_s})
     console.print(f"{len(idx)} of {len(manifest)} samples → {out} (sidecar {out.name}.json)"
                   + (" [dim](scores from cache)[/]" if meta.get("cached") else ""))
@@ -137,18 +135,28 @@ def selectors_cmd() -> None:
 
 
 def _print_board(board, benchmarks: list[str]) -> None:
+    from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
+
     if board.empty:
         console.print("[yellow]no results yet[/]")
         return
-    table = Table("selector", "budget", "seed", "ARP (arp_v1)", *benchmarks, "OSC", "status",
-                  title="Leaderboard: ARP = mean relative performance vs full-data fine-tuning (%); benchmark columns are raw scores (%)")
+    table = Table("selector", "budget", "seed", f"ARP ({ARP_VERSION})", *benchmarks, f"OSC ({OSC_VERSION})", "status",
+                  title="Leaderboard: ARP = mean relative performance vs full-data fine-tuning (%); "
+                        "benchmark columns are raw scores (%)")
     fmt = lambda v, d=1: "N/A" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
     for _, r in board.iterrows():
         # labels and reasons are data, not markup ("balanced [submission 0.1.0]" must print as it is)
-        table.add_row(escape(r["selector"]), r["budget"], str(r["seed"]), fmt(r["arp_v1"]),
+        table.add_row(escape(r["selector"]), r["budget"], str(r["seed"]), fmt(r[ARP_VERSION]),
                       *[fmt(r[b] * 100 if r[b] is not None and r[b] == r[b] else None) for b in benchmarks],
-                      fmt(r.get("osc_v1"), 2), escape(r["status"] + (f": {r['reason']}" if r["reason"] else "")))
+                      fmt(r.get(OSC_VERSION), 2), escape(r["status"] + (f": {r['reason']}" if r["reason"] else "")))
     console.print(table)
+
+
+def _report(run_dir: Path) -> None:
+    """The report stage after a run: HTML + plots + LaTeX/Markdown/CSV, skipped when nothing changed."""
+    from selbench.reports import build_report
+
+    build_report(run_dir)
 
 
 def _run_spec(spec: Path, fail_exit: bool = True):
@@ -159,7 +167,7 @@ def _run_spec(spec: Path, fail_exit: bool = True):
         runner.load_spec(spec)
     except ValueError as e:
         err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     with progress_bar(f"run {spec.name}") as advance:
         def on_event(job, outcome) -> None:
             if outcome is None:
@@ -173,6 +181,7 @@ def _run_spec(spec: Path, fail_exit: bool = True):
             advance(1)
 
         result = runner.run(spec, on_event=on_event)
+    _report(result.out)
     _print_board(result.board, result.spec.benchmarks)
     counts: dict[str, int] = {}
     for o in result.statuses.values():
@@ -208,7 +217,7 @@ def status(spec: Path = typer.Argument(..., help="Run spec (YAML).")) -> None:
         plan, states = runner.status(spec)
     except ValueError as e:
         err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     table = Table("selector", "budget", "seed", "score", "select", "finetune", "evaluate")
     colour = {"done": "green", "failed": "red", "running": "yellow", "pending": "dim"}
     for cell in [plan.reference, *plan.cells]:
@@ -217,7 +226,7 @@ def status(spec: Path = typer.Argument(..., help="Run spec (YAML).")) -> None:
             jid = cell.jobs.get(stage)
             st = states.get(jid, "-") if jid else "-"
             cols.append(f"[{colour.get(st, 'white')}]{st}[/]")
-        table.add_row(cell.selector, cell.budget, str(cell.seed), *cols)
+        table.add_row(escape(cell.selector), cell.budget, str(cell.seed), *cols)
     console.print(table)
 
 
@@ -228,7 +237,7 @@ def report(
                                                         "table (XMAS Table 3 layout); repeatable."),
     format: list[str] = typer.Option(["html"], "--format", "-f",
                                      help="html (with plots and every export), latex, md or csv; repeatable."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default RUN_DIR/report)."),
+    out: Path | None = typer.Option(None, help="Output folder (default RUN_DIR/report)."),
 ) -> None:
     """Render a run's leaderboards: HTML with plots, LaTeX (booktabs), Markdown and CSV tables."""
     from selbench.reports import build_report
@@ -242,7 +251,7 @@ def report(
         folder, written = build_report(run_dir, tuple(format), out, force=True, others=also)
     except FileNotFoundError as e:
         err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     for p in written:
         console.print(str(p))
     if "html" in format:
@@ -259,7 +268,6 @@ def nightly(
 ) -> None:
     """Run a spec, compare every cell with the previous night, append to the history, render the trend page.
     Exits 1 when a cell regressed (ARP or OSC beyond noise, or a cell that now fails)."""
-    from selbench.harness.store import stable_hash
     from selbench.reports.nightly import Thresholds, record
 
     result = _run_spec(spec, fail_exit=False)
@@ -267,11 +275,11 @@ def nightly(
     if not result.board.empty and "commit" in result.board.columns:
         commit = next((c for c in result.board["commit"] if isinstance(c, str)), None)
     try:
-        night = record(history, result.board, result.spec.name, stable_hash(result.spec.model_dump(mode="json")),
+        night = record(history, result.board, result.spec.name, result.spec.fingerprint(),
                        commit, Thresholds(arp_tolerance, osc_tolerance, z), benchmarks=result.spec.benchmarks)
     except ValueError as e:
         err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     table = Table("cell", "kind", "metric", "detail", title=f"night {night.night} vs {night.previous or '—'}")
     colour = {"regression": "red", "improvement": "green"}
     for c in night.changes:
@@ -306,10 +314,11 @@ def submit(
     source: str = typer.Argument(..., help="A selector package folder (pyproject with one `selbench.selectors` "
                                            "entry point) or a container image built FROM the harness image."),
     spec: Path = typer.Option(Path("configs/demo.yaml"), help="The protocol to run it on."),
-    selector: Optional[str] = typer.Option(None, help="For an image: the selector's registry name inside it."),
+    selector: str | None = typer.Option(None, help="For an image: the selector's registry name inside it."),
 ) -> None:
     """Conformance checks, then the spec's protocol with the submission on its leaderboard (exit 1: rejected)."""
-    from selbench.harness.submit import SubmissionError, from_image, from_package, submit as run_submission
+    from selbench.harness.submit import SubmissionError, from_image, from_package
+    from selbench.harness.submit import submit as run_submission
 
     try:
         store = runner_store(spec)
@@ -323,7 +332,8 @@ def submit(
         result = run_submission(spec, sub)
     except SubmissionError as e:
         err.print(f"[red]rejected:[/] {escape(str(e))}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
+    _report(result.out)
     _print_board(result.board, result.spec.benchmarks)
     console.print(f"report: [bold]{result.out / 'report' / 'index.html'}[/]")
 
@@ -335,7 +345,7 @@ def runner_store(spec: Path) -> Path:
         return load_spec(spec).resolved(Path.cwd()).store
     except ValueError as e:
         err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from selbench.models import tiny
 from selbench.models.chat import render
@@ -49,7 +49,7 @@ def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_benc
     if not _marked(models_done, models_key):
         tok = tiny.train_tokenizer(_tokenizer_corpus(out))
         captions = read_pool(out / "pool" / "captions.json", out / "pool")
-        examples = [Example(list(s.turns), out / "pool" / s.image) for s in captions.samples]
+        examples = [Example(list(s.turns), out / "pool" / s.image if s.image else None) for s in captions.samples]
         for name, cfg in (("target", tiny.TARGET), ("proxy", tiny.PROXY)):
             processor = tiny.build_processor(tok, cfg)
             model = tiny.build_model(tok, cfg)

@@ -60,3 +60,23 @@ def test_real_protocols_train_on_eight_gpus_with_zero3(name: str) -> None:
     spec = load_spec(Path(__file__).resolve().parents[2] / "configs" / name)
     assert spec.executor.finetune_processes == 8 and spec.finetune.deepspeed == "zero3"
     assert spec.finetune.batch_size == 128  # LLaVA-1.5's global batch: 16 per device × 8 GPUs
+
+
+def test_benchmark_sets_and_typos_are_resolved_at_load() -> None:
+    from selbench.evaluators.benchmarks import BENCHMARK_SETS
+    from selbench.harness.spec import RunSpec
+
+    assert RunSpec(**{**_spec(), "benchmarks": "embedded_v1"}).benchmarks == BENCHMARK_SETS["embedded_v1"]
+    assert RunSpec(**{**_spec(), "benchmarks": ["embedded_v1"]}).benchmarks == BENCHMARK_SETS["embedded_v1"]
+    with pytest.raises(ValueError, match=r"unknown benchmark 'emb_vqaa' \(did you mean emb_vqa.*sets: .*embedded_v1"):
+        RunSpec(**{**_spec(), "benchmarks": ["emb_vqaa"]})
+    with pytest.raises(ValueError, match="emb_vqa named more than once"):
+        RunSpec(**{**_spec(), "benchmarks": ["embedded_v1", "emb_vqa"]})
+
+
+@pytest.mark.parametrize("selector", [{"name": "full"}, {"name": "random", "label": "full"}])
+def test_the_reference_label_is_reserved(selector: dict) -> None:
+    from selbench.harness.spec import RunSpec
+
+    with pytest.raises(ValueError, match="'full' is reserved for the full-data reference"):
+        RunSpec(**{**_spec(), "selectors": [selector]})

@@ -3,6 +3,7 @@ CPU — DDP for LoRA, DeepSpeed ZeRO-3 for full fine-tuning — against the same
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -11,11 +12,10 @@ import torch
 
 from selbench.models import tiny
 from selbench.models.data import Collator
-from selbench.models.launch import (STATE, TrainingError, check_processes, deepspeed_config, launch_command,
-                                    load_trained, train_distributed)
-from selbench.models.training import TrainConfig, merge_for_export, train
-from selbench.pool.manifest import save_manifest
-from selbench.selectors._features import examples
+from selbench.models.launch import (RESULT, STATE, LaunchResult, TrainingError, check_processes, deepspeed_config,
+                                    launch_command, load_trained, train_distributed)
+from selbench.models.training import TrainConfig, TrainResult, merge_for_export, train
+from selbench.pool.manifest import examples, save_manifest
 
 N = 64  # 8 optimiser steps of a global micro-batch of 8
 LORA = TrainConfig(method="lora", lr=1e-3, projector_lr=1e-4, epochs=1, batch_size=8, lora_r=8, lora_alpha=16,
@@ -32,7 +32,7 @@ def _distance(a: dict, b: dict) -> float:
     return float(sum((a[k] - b[k]).pow(2).sum() for k in a) ** 0.5)
 
 
-def _compare(small_world: Path, small_pool, tmp_path: Path, recipe: TrainConfig) -> tuple[dict, list[str]]:
+def _compare(small_world: Path, small_pool, tmp_path: Path, recipe: TrainConfig) -> tuple[LaunchResult, list[str]]:
     target = small_world / "models" / "target"
     manifest = save_manifest(small_pool, tmp_path / "manifest.parquet")
     indices = list(range(N))
@@ -49,15 +49,17 @@ def _compare(small_world: Path, small_pool, tmp_path: Path, recipe: TrainConfig)
     # the schedule stepped once per optimiser step: the two runs agree to float rounding. (Before the schedule was
     # stepped by hand, accelerate's wrapper advanced it once per process and the runs parted after step 2.)
     assert moved > 0.1 and apart < 1e-3 * moved, (moved, apart)
-    assert r["steps"] == single.steps == N // recipe.batch_size and r["samples"] == N
-    assert r["losses"] == pytest.approx(single.losses, rel=1e-4)
+    assert r.result.steps == single.steps == N // recipe.batch_size and r.result.samples == N
+    assert r.result.losses == pytest.approx(single.losses, rel=1e-4)
+    # the result file round-trips through its typed form
+    assert LaunchResult.from_json(json.loads((tmp_path / "work" / RESULT).read_text())) == r
     return r, lines
 
 
 @pytest.mark.slow
 def test_ddp_lora_two_processes(small_world: Path, small_pool, tmp_path: Path) -> None:
     r, lines = _compare(small_world, small_pool, tmp_path, LORA)
-    assert r["processes"] == 2 and r["deepspeed"] == "none"
+    assert r.processes == 2 and not (tmp_path / "work" / "deepspeed.json").exists()
     # each rank trained on its own half of every global batch
     ranks = sorted(m.group(0) for line in lines if (m := re.search(r"selbench-train-rank \d/\d.*", line)))
     assert ranks == [f"selbench-train-rank {k}/2 trained on {N // 2} of {N} samples" for k in (0, 1)]
@@ -66,7 +68,7 @@ def test_ddp_lora_two_processes(small_world: Path, small_pool, tmp_path: Path) -
 @pytest.mark.slow
 def test_deepspeed_zero3_full_two_processes(small_world: Path, small_pool, tmp_path: Path) -> None:
     r, lines = _compare(small_world, small_pool, tmp_path, FULL_ZERO3)
-    assert r["processes"] == 2 and r["deepspeed"] == "zero3"
+    assert r.processes == 2
     assert (tmp_path / "work" / "deepspeed.json").exists()
     assert sum("selbench-train-rank" in line for line in lines) == 2
 
@@ -95,3 +97,12 @@ def test_launch_commands_and_deepspeed_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"batch_size 10 .* multiple of executor.finetune_processes \(4\)"):
         check_processes(LORA.model_copy(update={"batch_size": 10}), 4)
     assert deepspeed_config(recipe.model_copy(update={"deepspeed": "zero2"}), 8)["zero_optimization"]["stage"] == 2
+
+
+def test_train_result_round_trips() -> None:
+    r = TrainResult(3, 24, 1.5, [2.0, 1.5, 1.25], local_samples=12)
+    assert TrainResult.from_json(json.loads(json.dumps(r.to_json()))) == r
+    launched = LaunchResult(r, 2, None)
+    assert LaunchResult.from_json(json.loads(json.dumps(launched.to_json()))) == launched
+    with pytest.raises(TypeError):  # a field the type does not know is an error, not silently dropped
+        TrainResult.from_json({**r.to_json(), "extra": 1})

@@ -14,7 +14,7 @@ from selbench.models.data import Collator
 from selbench.models.training import TrainConfig, train
 from selbench.pool.manifest import manifest_from_pool
 from selbench.pool.world import BENCHMARKS
-from selbench.selectors._features import examples
+from selbench.pool.manifest import examples
 
 RECIPE = TrainConfig(method="full", lr=5e-4, projector_lr=None, epochs=6, batch_size=8)  # POPE needs > 3
 # Every embedded benchmark, by its first metric (exact match; POPE: accuracy — the untuned model's all-"yes" F1 of

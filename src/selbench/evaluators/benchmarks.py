@@ -3,6 +3,8 @@ and whether a judge model is needed; plus the embedded benchmarks (versioned set
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -54,3 +56,28 @@ def get(name: str) -> Benchmark:
     if name not in REGISTRY:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
+
+
+def resolve_benchmarks(entries: Iterable[object]) -> list[str]:
+    """Benchmark names and set names (expanded in place) → benchmark names, in order. An unknown name fails at
+    once with the nearest known names and the full list; a benchmark named twice is an error."""
+    names: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise ValueError(f"benchmarks: {entry!r} is not a benchmark or set name")
+        if entry in BENCHMARK_SETS:
+            names += BENCHMARK_SETS[entry]
+        elif entry in REGISTRY:
+            names.append(entry)
+        else:
+            known = [*REGISTRY, *BENCHMARK_SETS]
+            near = difflib.get_close_matches(entry, known, n=3)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise ValueError(f"unknown benchmark {entry!r}{hint}; benchmarks: {', '.join(sorted(REGISTRY))}; "
+                             f"sets: {', '.join(sorted(BENCHMARK_SETS))}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"benchmarks: {', '.join(twice)} named more than once (directly or through a set)")
+    if not names:
+        raise ValueError("benchmarks: the spec names none")
+    return names

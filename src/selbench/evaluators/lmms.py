@@ -22,8 +22,12 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from selbench.evaluators.benchmarks import Benchmark, get
+
+if TYPE_CHECKING:
+    from selbench.evaluators.vllm_server import VLLMServer
 
 TASKS_DIR = Path(__file__).parent / "lmms_tasks"
 REQUEST_FAILED = "[LMMS_EVAL_REQUEST_FAILED"  # what lmms-eval's openai model answers when every retry failed
@@ -128,7 +132,7 @@ class LmmsEvalSession:
         self.backend, self.model_dir, self.work = backend, model_dir, work
         self.benchmarks, self.bench_dir, self.judge = benchmarks, bench_dir, judge
         self.batch_size, self.max_new_tokens, self.vllm_args = batch_size, max_new_tokens, vllm_args or []
-        self.server = None
+        self.server: VLLMServer | None = None
         self.info: dict[str, str] = {"lmms_eval": importlib.metadata.version("lmms_eval")}
 
     def __enter__(self) -> "LmmsEvalSession":
@@ -158,10 +162,11 @@ class LmmsEvalSession:
         except BaseException:  # __exit__ will not run: drop the scratch export here
             shutil.rmtree(exported, ignore_errors=True)
             raise
-        self.info["backend"] = f"vllm ({self.server.version()})"
+        server = self.server
+        self.info["backend"] = f"vllm ({server.version()})"
         os.environ.setdefault("OPENAI_API_KEY", "EMPTY")
         self.lm = get_model("openai")(
-            model_version=SERVED_NAME, base_url=self.server.base_url, api_key="EMPTY", timeout=120,
+            model_version=SERVED_NAME, base_url=server.base_url, api_key="EMPTY", timeout=120,
             max_retries=2, retry_backoff_s=0.5, num_concurrent=8, prefix_aware_queue=False)
 
     def __exit__(self, *exc) -> None:

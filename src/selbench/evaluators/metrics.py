@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Sequence
+from collections.abc import Sequence
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 

@@ -7,7 +7,7 @@ ARP = the mean over the protocol's benchmarks; a cell missing any of them is N/A
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 ARP_VERSION = "arp_v1"
 OSC_VERSION = "osc_v1"

@@ -115,9 +115,11 @@ class VLLMServer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.timeout
+        proc = self.proc
+        assert proc is not None, "the server was not started"
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise VLLMError(f"vLLM server exited with code {self.proc.returncode} before it was ready: "
+            if proc.poll() is not None:
+                raise VLLMError(f"vLLM server exited with code {proc.returncode} before it was ready: "
                                 f"{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:

@@ -1,17 +1,26 @@
 """Spec → stage graph. prepare → score (per selector; shared by budgets and seeds) → select (budget × seed) →
-fine-tune → evaluate. The full-data reference (select-all → fine-tune → evaluate) is one shared cell."""
+fine-tune → evaluate. The full-data reference (select-all → fine-tune → evaluate) is one shared cell.
+
+Each job's config is a typed stage config (selbench.harness.contracts) whose canonical dump keys the job."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from selbench.harness.contracts import (
+    EvaluateConfig,
+    FinetuneConfig,
+    PrepareConfig,
+    ScoreConfig,
+    SelectConfig,
+    StageConfig,
+)
 from selbench.harness.spec import RunSpec
 from selbench.harness.store import Job, model_fingerprint
+from selbench.leaderboard import REFERENCE, REFERENCE_BUDGET
 from selbench.selectors.base import Budget
 from selbench.selectors.registry import available, load_class
-
-FULL = "full"
 
 
 @dataclass
@@ -42,30 +51,30 @@ def build_plan(spec: RunSpec) -> Plan:
     assert spec.pool is not None and spec.target is not None
     jobs: dict[str, Job] = {}
 
-    def add(job: Job) -> Job:
-        jobs.setdefault(job.id, job)
-        return job
+    def add(config: StageConfig, deps: dict[str, str] | None = None, cell: dict | None = None) -> Job:
+        job = Job(config.stage, config.canonical(), deps or {}, cell or {})
+        return jobs.setdefault(job.id, job)
 
-    pool_cfg = {"pool": str(spec.pool.path), "images": str(spec.pool.images) if spec.pool.images else None,
-                "strict": spec.pool.strict, "file": _file_id(spec.pool.path)}
-    prepare = add(Job("prepare", pool_cfg))
+    prepare = add(PrepareConfig(pool=str(spec.pool.path), images=str(spec.pool.images) if spec.pool.images else None,
+                                strict=spec.pool.strict, file=_file_id(spec.pool.path)))
     fingerprints = {w: model_fingerprint(getattr(spec, w)) for w in ("target", "proxy")}  # once per plan
-    bench_dir = str(spec.world.out / "benchmarks") if spec.world else None
-    eval_cfg = {"benchmarks": spec.benchmarks, "backend": spec.evaluation.backend, "bench_dir": bench_dir,
-                "batch_size": spec.evaluation.batch_size, "max_new_tokens": spec.evaluation.max_new_tokens,
-                "judge": spec.evaluation.judge, "vllm_args": spec.evaluation.vllm_args}
+    ev = spec.evaluation
+    eval_cfg = EvaluateConfig(benchmarks=spec.benchmarks, backend=ev.backend,
+                              bench_dir=str(spec.world.out / "benchmarks") if spec.world else None,
+                              batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens, judge=ev.judge,
+                              vllm_args=ev.vllm_args)
 
     def train_eval(select: Job, cell: Cell, seed: int) -> None:
-        recipe = spec.finetune.model_copy(update={"seed": seed}).model_dump(mode="json")
-        ft_cfg = {"recipe": recipe, "target": str(spec.target), "target_id": fingerprints["target"]}
-        if spec.executor.finetune_processes > 1:  # in the key only then: single-process artifacts keep theirs
-            ft_cfg["processes"] = spec.executor.finetune_processes
-        ft = add(Job("finetune", ft_cfg, {"pool": prepare.id, "select": select.id}, cell.identity))
-        ev = add(Job("evaluate", eval_cfg, {"model": ft.id}, cell.identity))
-        cell.jobs.update(select=select.id, finetune=ft.id, evaluate=ev.id)
+        n = spec.executor.finetune_processes
+        processes = {"processes": n} if n > 1 else {}  # in the key only then: single-process ids keep theirs
+        ft_cfg = FinetuneConfig(recipe=spec.finetune.model_copy(update={"seed": seed}), target=str(spec.target),
+                                target_id=fingerprints["target"], **processes)
+        ft = add(ft_cfg, {"pool": prepare.id, "select": select.id}, cell.identity)
+        evaluate = add(eval_cfg, {"model": ft.id}, cell.identity)
+        cell.jobs.update(select=select.id, finetune=ft.id, evaluate=evaluate.id)
 
-    ref = Cell(FULL, "100%", 0)
-    train_eval(add(Job("select", {"selector": FULL, "budget": 1.0, "seed": 0}, {"pool": prepare.id})), ref, 0)
+    ref = Cell(REFERENCE, REFERENCE_BUDGET, 0)
+    train_eval(add(SelectConfig(selector=REFERENCE, budget=1.0, seed=0), {"pool": prepare.id}), ref, 0)
     cells = []
     registry = available()
     for sel in spec.selectors:
@@ -77,25 +86,24 @@ def build_plan(spec: RunSpec) -> Plan:
             cls = load_class(sel.impl or registry[sel.name])
             cls.Config(**sel.config)  # fail at plan time on a bad config, not an hour in
             needs = cls.needs
-        score_cfg = {"selector": sel.name, "impl": sel.impl, "config": sel.config,
-                     "device": spec.device, "batch_size": spec.score_batch_size}
         image = {"image": sel.image} if sel.image else {}  # a submission's image is part of what it is
-        score_cfg.update(image)
+        models: dict[str, str | None] = {}
         for which in ("target", "proxy"):
             if which in needs:
                 path = getattr(spec, which)
                 if path is None:
                     raise ValueError(f"selector {sel.name!r} needs a {which} model; the spec names none")
-                score_cfg[which] = str(path)
-                score_cfg[f"{which}_id"] = fingerprints[which]
-        score = add(Job("score", score_cfg, {"pool": prepare.id}, {"selector": sel.display}))
+                models.update({which: str(path), f"{which}_id": fingerprints[which]})
+        score = add(ScoreConfig(selector=sel.name, impl=sel.impl, config=sel.config, device=spec.device,
+                                batch_size=spec.score_batch_size, **image, **models),
+                    {"pool": prepare.id}, {"selector": sel.display})
         for budget in spec.budgets:
             label = Budget.parse(budget).label
             for seed in spec.seeds:
                 cell = Cell(sel.display, label, seed, {"score": score.id})
-                select = add(Job("select", {"selector": sel.name, "impl": sel.impl, "config": sel.config,
-                                            "budget": budget, "seed": seed, **image},
-                                 {"pool": prepare.id, "score": score.id}, cell.identity))
+                select = add(SelectConfig(selector=sel.name, impl=sel.impl, config=sel.config, budget=budget,
+                                          seed=seed, **image),
+                             {"pool": prepare.id, "score": score.id}, cell.identity)
                 train_eval(select, cell, seed)
                 cells.append(cell)
     for c in [ref, *cells]:

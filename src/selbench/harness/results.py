@@ -1,24 +1,24 @@
-"""Results store: one parquet row per (run, selector, budget, seed, benchmark, metric) with lineage ids, a
-timings table per cell, and the leaderboard frame (ARP and OSC per cell)."""
+"""Results store: one parquet row per (run, selector, budget, seed, benchmark, metric) with lineage ids, and a
+timings table per cell (the leaderboard frame built from both lives in ``selbench.leaderboard``)."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 
-from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION, arp, osc, relative_performance
+from selbench.harness.contracts import FAILED
+from selbench.harness.executors.local import Outcome
 from selbench.harness.plan import Plan
 from selbench.harness.spec import RunSpec
-from selbench.harness.store import Store, stable_hash
-
-SELECTION_PARTS = ("feature_extraction", "proxy_training", "scoring", "selection")
-LINEAGE_COLUMNS = ("spec_hash", "prepare_job", "score_job", "select_job", "finetune_job", "evaluate_job",
-                   "commit", "selbench", "torch", "transformers")
+from selbench.harness.store import Store
+from selbench.leaderboard import SELECTION_PARTS
 
 
-def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    spec_hash = stable_hash(spec.model_dump(mode="json"))
+def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict[str, Outcome]
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    spec_hash = spec.fingerprint()
     rows, timing_rows = [], []
     for cell in [plan.reference, *plan.cells]:
         lineage = {f"{stage}_job": jid for stage, jid in cell.jobs.items()}
@@ -26,8 +26,8 @@ def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict) -> tuple[pd
         base = {"run": spec.name, "spec_hash": spec_hash, "selector": cell.selector, "budget": cell.budget,
                 "seed": cell.seed, **lineage}
         failed = next((statuses[j] for j in cell.jobs.values() if j in statuses
-                       and statuses[j].status in ("failed", "blocked")), None)
-        t = {**base, "status": "done" if store.done(ev) else (failed.status if failed else "missing"),
+                       and statuses[j].status in FAILED), None)
+        t: dict[str, Any] = {**base, "status": "done" if store.done(ev) else (failed.status if failed else "missing"),
              "reason": failed.reason if failed else None}
         parts: dict[str, float] = {}
         for stage in ("score", "select", "finetune", "evaluate"):
@@ -63,47 +63,3 @@ def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict) -> tuple[pd
     timings.to_parquet(out / "timings.parquet", index=False)
     (out / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=1, default=str))
     return results, timings
-
-
-def leaderboard(results: pd.DataFrame, timings: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
-    """One row per (selector, budget, seed): status, ARP, each benchmark's primary value and relative performance
-    (``rel_<benchmark>``), OSC and the selection-time parts, GPU seconds, device and lineage ids."""
-    if timings.empty:
-        return pd.DataFrame()
-    prim = results[results["primary"].astype(bool)] if not results.empty else pd.DataFrame(
-        columns=["selector", "budget", "seed", "benchmark", "value"])
-    ref_rows = prim[prim["selector"] == "full"]
-    if ref_rows["benchmark"].duplicated().any():
-        raise ValueError("the results hold more than one full-data reference value per benchmark")
-    ref = ref_rows.set_index("benchmark")["value"].to_dict()
-    full_ft = timings.loc[timings["selector"] == "full", "finetune_s"]
-    full_ft_s = float(full_ft.iloc[0]) if len(full_ft) and pd.notna(full_ft.iloc[0]) else None
-    rows = []
-    for _, t in timings.iterrows():
-        vals = prim[(prim["selector"] == t["selector"]) & (prim["budget"] == t["budget"])
-                    & (prim["seed"] == t["seed"])].set_index("benchmark")["value"].to_dict()
-        vals = {b: (None if pd.isna(v) else float(v)) for b, v in vals.items()}
-        row = {"selector": t["selector"], "budget": t["budget"], "seed": int(t["seed"]), "status": t["status"],
-               "reason": t.get("reason"), ARP_VERSION: arp(vals, ref, benchmarks)}
-        for b in benchmarks:
-            row[b] = vals.get(b)
-        for b in benchmarks:
-            row[f"rel_{b}"] = relative_performance(vals.get(b), ref.get(b))
-        is_ref = t["selector"] == "full"
-        sel_s, ft_s = _num(t.get("selection_s")), _num(t.get("finetune_s"))
-        row[OSC_VERSION] = None if is_ref else osc(sel_s if t["status"] == "done" else None, ft_s, full_ft_s)
-        row["selection_s"] = None if is_ref else sel_s
-        for part in SELECTION_PARTS:
-            row[f"{part}_s"] = None if is_ref else _num(t.get(f"{part}_s"))
-        row["finetune_s"] = ft_s
-        gpu = [_num(t.get(f"{s}_gpu_s")) for s in ("score", "select", "finetune")]
-        row["gpu_hours"] = sum(g for g in gpu if g is not None) / 3600.0
-        row["device"] = t.get("device")
-        for col in LINEAGE_COLUMNS:
-            row[col] = t.get(col)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _num(v) -> float | None:
-    return None if v is None or pd.isna(v) else float(v)

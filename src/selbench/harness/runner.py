@@ -1,26 +1,28 @@
-"""Run a spec: world (if embedded) → plan → execute → collect results and the leaderboard."""
+"""Run a spec: world (if embedded) → plan → execute → collect results and the leaderboard. The report is the
+caller's next step (``selbench.reports.build_report(result.out)``): the harness sits below the reports."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
+from selbench.harness.contracts import Outcome, StoreState
 from selbench.harness.executors import make_executor
 from selbench.harness.plan import Plan, build_plan
-from selbench.harness.results import collect, leaderboard
+from selbench.harness.results import collect
 from selbench.harness.spec import RunSpec, load_spec
 from selbench.harness.store import Job, Store
-from selbench.reports import build_report
+from selbench.leaderboard import leaderboard
 
 
 @dataclass
 class RunResult:
     spec: RunSpec
     plan: Plan
-    statuses: dict
+    statuses: dict[str, Outcome]
     results: pd.DataFrame
     timings: pd.DataFrame
     board: pd.DataFrame
@@ -38,7 +40,7 @@ def prepare_spec(path: str | Path, base: Path | None = None) -> RunSpec:
 
 
 def run(path: str | Path, *, base: Path | None = None,
-        on_event: Callable[[Job, object], None] = lambda j, o: None) -> RunResult:
+        on_event: Callable[[Job, Outcome | None], None] = lambda j, o: None) -> RunResult:
     spec = prepare_spec(path, base)
     store = Store(spec.store)
     plan = build_plan(spec)
@@ -47,22 +49,21 @@ def run(path: str | Path, *, base: Path | None = None,
     board = leaderboard(results, timings, spec.benchmarks)
     out = store.root / "runs" / spec.name
     board.to_parquet(out / "leaderboard.parquet", index=False)
-    build_report(out)  # the report stage: HTML + plots + LaTeX/Markdown/CSV, skipped when nothing changed
     return RunResult(spec, plan, statuses, results, timings, board, out)
 
 
-def status(path: str | Path, base: Path | None = None) -> tuple[Plan, dict[str, str]]:
+def status(path: str | Path, base: Path | None = None) -> tuple[Plan, dict[str, StoreState]]:
     """Per job: done / failed / running / pending, read from the store (no execution)."""
     spec = load_spec(path).resolved(base or Path.cwd())
     store = Store(spec.store)
     plan = build_plan(spec) if spec.pool and spec.pool.path.exists() else None
     if plan is None:
         raise ValueError(f"pool {spec.pool.path if spec.pool else '?'} does not exist yet: nothing has run")
-    states = {}
+    states: dict[str, StoreState] = {}
     for job in plan.jobs:
         if store.done(job.id):
             states[job.id] = "done"
-        elif (store.root / "failed" / f"{job.id}.json").exists():
+        elif store.failure_path(job.id).exists():
             states[job.id] = "failed"
         elif any(store.path(job.id).parent.glob(f"{job.id}.tmp-*")):
             states[job.id] = "running"

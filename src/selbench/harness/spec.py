@@ -8,6 +8,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from selbench.evaluators.benchmarks import resolve_benchmarks
+from selbench.harness.store import stable_hash
+from selbench.leaderboard import REFERENCE
 from selbench.models.launch import check_processes
 from selbench.models.training import TrainConfig
 from selbench.selectors.base import Budget
@@ -61,8 +64,8 @@ class ExecutorSpec(Strict):
     # training processes per fine-tune job (accelerate launch: DDP or the recipe's DeepSpeed ZeRO stage); with
     # `gpus` each fine-tune job gets this many devices, on CPU they are gloo processes
     finetune_processes: int = Field(default=1, ge=1)
-    timeout_s: dict[str, float] = Field(default_factory=lambda: {"score": 3600, "finetune": 7200,
-                                                                 "evaluate": 3600, "prepare": 600})
+    timeout_s: dict[str, float] = Field(default_factory=lambda: {"score": 3600.0, "finetune": 7200.0,
+                                                                 "evaluate": 3600.0, "prepare": 600.0})
     memory_limit_mb: int | None = None
     threads_per_job: int | None = None
     image: str | None = None  # docker: the harness image every job runs in (docker/harness.Dockerfile)
@@ -83,6 +86,7 @@ class RunSpec(Strict):
     budgets: list[str | float | int]
     seeds: list[int] = Field(default_factory=lambda: [0])
     finetune: TrainConfig = Field(default_factory=TrainConfig)
+    # benchmark names and/or set names (`embedded_v1`, `xmas_v1` …), resolved at load into benchmark names
     benchmarks: list[str]
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
@@ -97,6 +101,11 @@ class RunSpec(Strict):
             Budget.parse(b)
         return v
 
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _benchmarks(cls, v: Any) -> list[str]:
+        return resolve_benchmarks([v] if isinstance(v, str) else v)
+
     @model_validator(mode="after")
     def _sources(self) -> "RunSpec":
         if self.world is None and (self.pool is None or self.target is None):
@@ -109,7 +118,14 @@ class RunSpec(Strict):
         labels = [s.display for s in self.selectors]
         if len(set(labels)) != len(labels):
             raise ValueError(f"selector labels must be unique: {labels}")
+        if REFERENCE in labels or any(s.name == REFERENCE for s in self.selectors):
+            raise ValueError(f"{REFERENCE!r} is reserved for the full-data reference; name or label the selector "
+                             "otherwise")
         return self
+
+    def fingerprint(self) -> str:
+        """The spec's hash as results, reports and the nightly history record it."""
+        return stable_hash(self.model_dump(mode="json"))
 
     def resolved(self, base: Path) -> "RunSpec":
         """Fill pool/target/proxy from the world; make relative paths absolute against ``base``."""
@@ -121,6 +137,7 @@ class RunSpec(Strict):
             upd["target"] = self.target or w / "models" / "target"
             upd["proxy"] = self.proxy or w / "models" / "proxy"
         spec = self.model_copy(update=upd)
+        assert spec.pool is not None  # the validator requires a world or a pool
         absolute = lambda p: None if p is None else (p if p.is_absolute() else base / p)  # noqa: E731
         pool = spec.pool.model_copy(update={"path": absolute(spec.pool.path), "images": absolute(spec.pool.images)})
         return spec.model_copy(update={"pool": pool, "target": absolute(spec.target),
@@ -132,7 +149,7 @@ def load_spec(path: str | Path) -> RunSpec:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"run spec not found: {path}")
+        raise ValueError(f"run spec not found: {path}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a run spec is a YAML mapping")
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import selbench
+from selbench.harness.contracts import Stage
 
 # Bumped whenever a stage's output layout changes, so old store entries are recomputed rather than misread.
 STORE_FORMAT = 2
@@ -32,7 +33,7 @@ def model_fingerprint(path: Path | None) -> str | None:
     path = Path(path)
     if not path.exists():
         return str(path)
-    parts = []
+    parts: list[object] = []
     for f in sorted(path.iterdir()):
         if f.is_file():
             st = f.stat()
@@ -44,8 +45,8 @@ def model_fingerprint(path: Path | None) -> str | None:
 
 @dataclass
 class Job:
-    stage: str  # prepare | score | select | finetune | evaluate
-    config: dict[str, Any]
+    stage: Stage
+    config: dict[str, Any]  # a StageConfig's canonical dump (selbench.harness.contracts): stages parse it back
     deps: dict[str, str] = field(default_factory=dict)  # role → upstream job id
     cell: dict[str, Any] = field(default_factory=dict)  # selector / budget / seed, for status and results
 
@@ -88,6 +89,10 @@ class Store:
 
     def log_path(self, job_id: str) -> Path:
         return self.root / "logs" / f"{job_id}.log"
+
+    def failure_path(self, job_id: str) -> Path:
+        """Where an executor records why a job failed (removed when the job is started again)."""
+        return self.root / "failed" / f"{job_id}.json"
 
     def done(self, job_id: str) -> bool:
         return (self.path(job_id) / "meta.json").exists()

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from selbench.harness.contracts import FAILED
 from selbench.harness.executors import make_executor
 from selbench.harness.executors.docker import SOURCE_IGNORE
 from selbench.harness.plan import build_plan
@@ -128,7 +129,7 @@ def conformance(spec_path: Path, sub: Submission, work: Path) -> list[str]:
         jobs = [j for j in plan.jobs if j.id in (cell.jobs["prepare"], cell.jobs["score"], cell.jobs["select"])]
         store = Store(spec.store)
         outcomes = make_executor(spec.executor, store).run(jobs)
-        bad = [(j.stage, outcomes[j.id]) for j in jobs if outcomes[j.id].status in ("failed", "blocked")]
+        bad = [(j.stage, outcomes[j.id]) for j in jobs if outcomes[j.id].status in FAILED]
         for stage, o in bad:
             if o.status == "failed":
                 problems.append(f"run {replica}, {stage}: {o.reason}")

@@ -47,12 +47,12 @@ def render(turns: list[tuple[str, str]], has_image: bool, n_image_tokens: int,
             parts.append((text + EOS, ANSWER))  # the model must learn to stop: EOS is part of the answer
     if generation_prompt:
         parts.append(("ASSISTANT:", TEMPLATE))
-    text, spans, pos = "", [], 0
-    for s, role in parts:
-        spans.append((pos, pos + len(s), role))
-        text += s
+    rendered, spans, pos = "", [], 0
+    for s, part_role in parts:
+        spans.append((pos, pos + len(s), part_role))
+        rendered += s
         pos += len(s)
-    return text, spans
+    return rendered, spans
 
 
 @dataclass

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from selbench.models.chat import Encoded, encode
+from selbench.pool.manifest import Example  # the pool layer's unit of data; re-exported here
 
-
-@dataclass
-class Example:
-    turns: list[tuple[str, str]]
-    image: Path | bytes | None  # a file, PNG bytes, or no image
+__all__ = ["Batch", "Collator", "Example"]
 
 
 @dataclass

@@ -14,10 +14,11 @@ import socket
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from selbench.models.training import TrainConfig, prepare_model
+from selbench.models.training import TrainConfig, TrainResult, prepare_model
 
 STEP_PREFIX = "selbench-train-step "
 RESULT = "train_result.json"
@@ -26,6 +27,22 @@ STATE = "trained_state.pt"
 
 class TrainingError(RuntimeError):
     pass
+
+
+@dataclass
+class LaunchResult:
+    """What rank 0 of a multi-process fine-tune reports (``work / RESULT``)."""
+
+    result: TrainResult
+    processes: int
+    peak_gpu_mb: float | None  # the largest rank's peak; None without GPUs
+
+    def to_json(self) -> dict:
+        return {"result": self.result.to_json(), "processes": self.processes, "peak_gpu_mb": self.peak_gpu_mb}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LaunchResult":
+        return cls(TrainResult.from_json(data["result"]), int(data["processes"]), data["peak_gpu_mb"])
 
 
 def deepspeed_config(cfg: TrainConfig, processes: int) -> dict:
@@ -76,9 +93,9 @@ def check_processes(cfg: TrainConfig, processes: int) -> None:
 
 def train_distributed(target: str | Path, manifest: Path, indices: list[int], cfg: TrainConfig, processes: int,
                       work: Path, *, on_step: Callable[[int, int, float], None] | None = None,
-                      log: Callable[[str], None] = lambda line: None) -> dict:
-    """Run the worker under ``accelerate launch``; returns its result (steps, samples, losses, wall_s, processes)
-    and leaves the full state dict in ``work / STATE``. Raises TrainingError with the log's tail on failure."""
+                      log: Callable[[str], None] = lambda line: None) -> LaunchResult:
+    """Run the worker under ``accelerate launch``; returns rank 0's result and leaves the full state dict in
+    ``work / STATE``. Raises TrainingError with the log's tail on failure."""
     import torch
 
     check_processes(cfg, processes)
@@ -111,7 +128,7 @@ def train_distributed(target: str | Path, manifest: Path, indices: list[int], cf
     if rc != 0 or not (work / RESULT).exists() or not (work / STATE).exists():
         raise TrainingError(f"{processes}-process fine-tune ({' '.join(cmd[2:4])}) failed with exit {rc}:\n"
                             + "\n".join(tail))
-    return json.loads((work / RESULT).read_text())
+    return LaunchResult.from_json(json.loads((work / RESULT).read_text()))
 
 
 def load_trained(target: str | Path, cfg: TrainConfig, state_file: Path):

@@ -9,8 +9,8 @@ Head dims are 32 so vLLM's CPU attention (head_dim ∈ {32, 64, 80, …}) can se
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict
 

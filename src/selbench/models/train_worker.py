@@ -2,7 +2,7 @@
 
 Usage: python -m selbench.models.train_worker ARGS.json — target, pool manifest, selected indices, recipe, work dir.
 Rank 0 prints one ``selbench-train-step STEP TOTAL LOSS`` line per optimiser step (the job's progress bar) and
-writes the gathered state dict and the result JSON into the work dir.
+writes the gathered state dict and the result JSON (``LaunchResult``) into the work dir.
 """
 
 from __future__ import annotations
@@ -14,28 +14,20 @@ from pathlib import Path
 
 def main(args_file: str) -> None:
     import torch
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from selbench.models.data import Collator
-    from selbench.models.launch import RESULT, STATE, STEP_PREFIX
-    from selbench.models.training import TrainConfig, dist_info, train
-    from selbench.pool.manifest import load_manifest
-    from selbench.selectors._features import examples
+    from selbench.models.launch import RESULT, STATE, STEP_PREFIX, LaunchResult
+    from selbench.models.training import TrainConfig, dist_info, train_on_pool
 
     args = json.loads(Path(args_file).read_text())
     cfg = TrainConfig(**args["recipe"])
     work = Path(args["work"])
-    pool = load_manifest(Path(args["manifest"]))
-    model = LlavaForConditionalGeneration.from_pretrained(args["target"], dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(args["target"])
-    collator = Collator(processor, int(model.config.image_seq_length), max_length=cfg.max_length)
 
     def on_step(step: int, total: int, loss: float) -> None:
         if dist_info()[0] == 0:
             print(f"{STEP_PREFIX}{step} {total} {loss:.6f}", flush=True)
 
-    _, result = train(model, collator, examples(pool, args["indices"]), cfg, on_step=on_step,
-                      state_out=work / STATE)
+    _, _, result = train_on_pool(args["target"], Path(args["manifest"]), args["indices"], cfg, on_step=on_step,
+                                 state_out=work / STATE)
     rank, world = dist_info()
     print(f"selbench-train-rank {rank}/{world} trained on {result.local_samples} of {result.samples} samples",
           flush=True)
@@ -46,10 +38,7 @@ def main(args_file: str) -> None:
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         peak_gpu = float(t.item())
     if rank == 0:
-        (work / RESULT).write_text(json.dumps({"steps": result.steps, "samples": result.samples,
-                                               "losses": result.losses, "wall_s": result.wall_s,
-                                               "processes": world, "deepspeed": cfg.deepspeed,
-                                               "peak_gpu_mb": peak_gpu}))
+        (work / RESULT).write_text(json.dumps(LaunchResult(result, world, peak_gpu).to_json()))
 
 
 if __name__ == "__main__":

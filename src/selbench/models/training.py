@@ -11,14 +11,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from selbench.models.data import Collator, Example
+from selbench.pool.manifest import examples, load_manifest
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
@@ -53,6 +55,13 @@ class TrainResult:
     wall_s: float
     losses: list[float] = field(default_factory=list)
     local_samples: int = 0  # samples this process trained on (= samples with one process)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainResult":
+        return cls(**data)  # a missing or unknown field is an error, never a silent default
 
 
 def prepare_model(model, cfg: TrainConfig):
@@ -197,6 +206,21 @@ def train(
         acc.wait_for_everyone()
     model.eval()
     return acc.unwrap_model(model), result
+
+
+def train_on_pool(target: str | Path, manifest: Path, indices: Sequence[int], cfg: TrainConfig, *,
+                  on_step: Callable[[int, int, float], None] | None = None, state_out: Path | None = None):
+    """Load the target and its processor, fine-tune on the manifest's ``indices``: the one place a fine-tune is
+    set up, for the in-process path (the fine-tune stage) and every rank of a multi-process one (train_worker).
+    Returns (model, processor, TrainResult)."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(target, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(target)
+    collator = Collator(processor, int(model.config.image_seq_length), max_length=cfg.max_length)
+    model, result = train(model, collator, examples(load_manifest(manifest), indices), cfg, on_step=on_step,
+                          state_out=state_out)
+    return model, processor, result
 
 
 def merge_for_export(model):

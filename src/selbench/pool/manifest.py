@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,14 @@ from selbench.pool.llava import PoolReport, Sample, read_pool
 
 MANIFEST_VERSION = 1
 COLUMNS = ["index", "uid", "source_id", "row", "image", "image_sha256", "turns", "n_turns", "skill"]
+
+
+@dataclass
+class Example:
+    """One conversation as training and extraction consume it: (role, text) turns and its image."""
+
+    turns: list[tuple[str, str]]
+    image: Path | bytes | None  # a file, PNG bytes, or no image
 
 
 @dataclass
@@ -41,6 +50,12 @@ class Manifest:
     def image_path(self, i: int) -> Path | None:
         image = self.frame["image"].iat[i]
         return None if pd.isna(image) else self.image_root / str(image)
+
+
+def examples(pool: Manifest, indices: Iterable[int] | None = None) -> list[Example]:
+    """The pool's rows (all, or ``indices`` in that order) as examples for training and feature extraction."""
+    idx = range(len(pool)) if indices is None else indices
+    return [Example(pool.turns(i), pool.image_path(i)) for i in idx]
 
 
 def _content_hash(samples: list[Sample]) -> str:

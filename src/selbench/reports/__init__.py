@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def build_report(run_dir: str | Path, formats: tuple[str, ...] | None = None, out: str | Path | None = None,

@@ -6,15 +6,16 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import jinja2
 
 import selbench
+from selbench.leaderboard import REFERENCE
 from selbench.reports.export import WRITERS
 from selbench.reports.plots import all_figures
-from selbench.reports.tables import REFERENCE, RunData, Table, all_tables, pools_table
+from selbench.reports.tables import RunData, Table, all_tables, pools_table
 
 FORMATS = ("html", "latex", "md", "csv")
 
@@ -66,7 +67,7 @@ def render(run: RunData, out: Path | None = None, formats: tuple[str, ...] = FOR
             images={f.key: base64.b64encode(f.png.read_bytes()).decode() for f in figures},
             n_cells=len(cells), n_done=int((cells["status"] == "done").sum()) if len(cells) else 0,
             n_failed=int((board["status"] != "done").sum()) if len(board) else 0, failures=failures,
-            rendered=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=selbench.__version__)
+            rendered=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), version=selbench.__version__)
         written.append(write_atomic(out / "index.html", html))
     return written
 

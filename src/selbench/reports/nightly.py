@@ -19,13 +19,14 @@ import datetime as dt
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
+from selbench.leaderboard import REFERENCE
 from selbench.reports.tables import aggregate
 
 HISTORY = "history.parquet"
@@ -56,7 +57,7 @@ def night_rows(board: pd.DataFrame, night: str, run: str, spec_hash: str | None,
                benchmarks: Sequence[str] = ()) -> pd.DataFrame:
     cols = ["selector", "budget", "seed", "status", "reason", ARP_VERSION, OSC_VERSION]
     rows = board[[c for c in cols if c in board.columns]].copy()
-    rows = rows[rows["selector"] != "full"]
+    rows = rows[rows["selector"] != REFERENCE]
     rows.insert(0, "night", night)
     rows.insert(1, "run", run)
     rows["spec_hash"], rows["commit"] = spec_hash, commit
@@ -101,6 +102,7 @@ def compare(previous: pd.DataFrame, current: pd.DataFrame, th: Thresholds = Thre
         sel, budget = key
         p, c = prev.get(key), cur.get(key)
         if p is None:
+            assert c is not None  # the key came from one of the two nights
             changes.append(Change(sel, budget, "new", "status", None, "done" if c["done"] else "failed", None,
                                   None, "no cell last night"))
             continue
@@ -162,7 +164,7 @@ def record(history_dir: Path, board: pd.DataFrame, run: str, spec_hash: str | No
     """Compare tonight's leaderboard with the last night of the same run, append it, render the trend page."""
     history_dir.mkdir(parents=True, exist_ok=True)
     hist = load_history(history_dir)
-    night = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    night = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     if not hist.empty and night in set(hist["night"]):
         night += f"-{len(set(hist['night']))}"
     mine = hist[hist["run"] == run] if not hist.empty else hist

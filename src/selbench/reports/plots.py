@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION  # noqa: E402
+from selbench.leaderboard import REFERENCE  # noqa: E402
 from selbench.reports.tables import (  # noqa: E402
-    REFERENCE,
     RunData,
     aggregate,
     budget_fraction,
@@ -79,8 +79,9 @@ def _cells(run: RunData):
 def arp_vs_budget(run: RunData, out: Path) -> Figure:
     budgets = budgets_in_order(run)
     n_pool = (run.spec.get("world") or {}).get("samples")
-    xs = [budget_fraction(b, n_pool) for b in budgets]
-    numeric = all(x is not None for x in xs)
+    fractions = [budget_fraction(b, n_pool) for b in budgets]
+    numeric = all(x is not None for x in fractions)
+    xs = [x or 0.0 for x in fractions]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     plotted = False
     for sel in selectors_in_order(run):

@@ -17,17 +17,16 @@ import json
 import math
 import re
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
 from selbench.evaluators.benchmarks import REGISTRY
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
-from selbench.harness.results import leaderboard
+from selbench.leaderboard import REFERENCE, leaderboard
 
-REFERENCE = "full"
 NA = "N/A"
 
 
@@ -145,8 +144,8 @@ def aggregate(rows: pd.DataFrame, column: str) -> Agg:
                                                             else "missing benchmark or reference")
             reasons.append(f"seed {r['seed']}: {why}")
         return Agg(None, None, len(vals), "; ".join(reasons))
-    return Agg(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None,  # type: ignore[arg-type]
-               len(vals))
+    nums = [v for v in vals if v is not None]  # all of them, after the check above
+    return Agg(statistics.fmean(nums), statistics.stdev(nums) if len(nums) > 1 else None, len(nums))
 
 
 def fmt(a: Agg, digits: int = 1) -> Cell:

@@ -1,4 +1,4 @@
-"""Small shared pieces for model-based selectors: pool → examples, model loading for extraction."""
+"""Model loading for the extraction-based selectors (pool → examples is ``selbench.pool.manifest.examples``)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,7 @@ from pathlib import Path
 
 import torch
 
-from selbench.models.data import Example
 from selbench.models.extract import FeatureEngine
-from selbench.pool.manifest import Manifest
-
-
-def examples(pool: Manifest, indices=None) -> list[Example]:
-    idx = range(len(pool)) if indices is None else indices
-    return [Example(pool.turns(i), pool.image_path(i)) for i in idx]
 
 
 def engine(model_dir: Path, device: str | None, batch_size: int) -> FeatureEngine:

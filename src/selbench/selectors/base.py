@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel
@@ -50,7 +51,7 @@ class Budget:
                 try:
                     v = float(s)
                 except ValueError:
-                    raise SelectionError(f"budget {s!r}: expected a count (10000), a fraction (0.2) or 20%")
+                    raise SelectionError(f"budget {s!r}: expected a count (10000), a fraction (0.2) or 20%") from None
         if isinstance(v, bool):
             raise SelectionError(f"budget {v!r}: expected a number")
         if isinstance(v, float) and v.is_integer() and v > 1:
@@ -107,6 +108,8 @@ class Selector(Protocol):
     Config: ClassVar[type[BaseModel]]
     needs: ClassVar[frozenset[str]]  # subset of {"target", "proxy"}
     config: BaseModel
+
+    def __init__(self, config: Any) -> None: ...  # an instance of its own ``Config``
 
     def score(self, pool: Manifest, ctx: ScoringContext) -> Artifacts: ...
 

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from selbench.models.chat import ANSWER
-from selbench.pool.manifest import Manifest
+from selbench.pool.manifest import Manifest, examples
 from selbench.selectors import _features
 from selbench.selectors.base import Artifacts, ScoringContext, SelectionError, check_selection, pool_size
 
@@ -44,7 +44,7 @@ class PerplexitySelector:
             return torch.exp(mean_nll).cpu().numpy()
 
         with ctx.timed("feature_extraction"):
-            ppl = eng.run(_features.examples(pool), reduce, n_blocks=None, logits=True,
+            ppl = eng.run(examples(pool), reduce, n_blocks=None, logits=True,
                           shard_dir=ctx.work_dir / "shards", desc="perplexity")
         return {"n": np.array(len(pool)), "perplexity": ppl.astype(np.float64)}
 

@@ -37,13 +37,13 @@ def available() -> dict[str, str]:
     return {**BUILTIN, **_plugins()}
 
 
-def load_class(path: str) -> type:
+def load_class(path: str) -> type[Selector]:
     module, _, attr = path.partition(":")
     cls = getattr(importlib.import_module(module), attr)
     for needed in ("name", "Config", "needs", "score", "select"):
         if not hasattr(cls, needed):
             raise SelectionError(f"{path}: not a selector (missing {needed!r})")
-    return cls
+    return cls  # it has the Protocol's parts (checked above)
 
 
 def get_selector(name: str, config: dict[str, Any] | None = None) -> Selector:

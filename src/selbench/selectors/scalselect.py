@@ -24,10 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selbench.models.chat import IMAGE, INSTRUCTION
 from selbench.models.extract import masked_mean
-from selbench.pool.manifest import Manifest
+from selbench.pool.manifest import Manifest, examples
 from selbench.selectors import _features
 from selbench.selectors.base import (
-    Artifacts, ScoringContext, SelectionError, check_selection, pool_size, top_k,
+    Artifacts,
+    ScoringContext,
+    SelectionError,
+    check_selection,
+    pool_size,
+    top_k,
 )
 
 
@@ -94,7 +99,7 @@ class ScalSelectSelector:
         def reduce(batch, cap) -> np.ndarray:  # eq. 6: mean block output over the kept visual tokens
             return masked_mean(cap.blocks[layer].float(), cap.attention[layer]).cpu().numpy()
 
-        return eng.run(_features.examples(pool, rows), reduce, n_blocks=layer + 1, blocks=[layer],
+        return eng.run(examples(pool, rows), reduce, n_blocks=layer + 1, blocks=[layer],
                        attention={layer: lambda probs, batch: kept_visual_tokens(probs, batch.roles, tau)},
                        shard_dir=ctx.work_dir / "shards",
                        desc="scalselect: attended visual features")

@@ -14,7 +14,14 @@ import numpy as np
 
 from selbench.pool.manifest import Manifest
 from selbench.selectors.base import (
-    Artifacts, Budget, ScoringContext, SelectionError, Selector, check_selection, load_artifacts, save_artifacts,
+    Artifacts,
+    Budget,
+    ScoringContext,
+    SelectionError,
+    Selector,
+    check_selection,
+    load_artifacts,
+    save_artifacts,
 )
 
 

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from selbench.harness.executors.local import LocalExecutor, job_env
@@ -193,7 +194,7 @@ class DockerExecutor(LocalExecutor):
 
 
 def build_image(docker_client, tag: str, dockerfile: str, repo: Path, *, base_image: str,
-                wheels: list[Path] = (), ca_bundle: Path | None = None, build_args: dict[str, str] | None = None,
+                wheels: Sequence[Path] = (), ca_bundle: Path | None = None, build_args: dict[str, str] | None = None,
                 network: str = "host") -> str:
     """Build one of docker/*.Dockerfile with the repo as context, plus ``wheels/`` (local wheels such as the CPU
     torch) and ``certs/ca.crt`` (``ca_bundle``: the CA bundle pip needs behind a TLS-intercepting proxy).

@@ -12,22 +12,15 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
+from selbench.harness.contracts import FAILED, SUCCEEDED, Outcome
 from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Store
 
-
 GPU_STAGES = ("score", "finetune", "evaluate")  # prepare and select are CPU work: they take no device
-
-
-@dataclass
-class Outcome:
-    status: str  # done | cached | failed | blocked
-    reason: str | None = None
-    seconds: float = 0.0
 
 
 def failure_reason(rc: int, log: Path, timed_out: float | None) -> str:
@@ -61,8 +54,10 @@ def start_job_process(store_root: Path, job_id: str, log_path: Path, env: dict[s
                       memory_limit_mb: int | None) -> subprocess.Popen:
     """The job entrypoint every executor runs: ``python -m selbench.harness.job STORE JOB`` in its own session
     (so a timeout can kill the whole process group), output appended to the job's log."""
+    limit_bytes = memory_limit_mb * 2**20 if memory_limit_mb is not None else -1
+
     def limit() -> None:  # runs in the child before exec
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_mb * 2**20, memory_limit_mb * 2**20))
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
     log = open(log_path, "ab")
     log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job_id} on {socket.gethostname()} "
@@ -75,6 +70,18 @@ def start_job_process(store_root: Path, job_id: str, log_path: Path, env: dict[s
                                 start_new_session=True)
     finally:
         log.close()  # the child holds its own descriptor
+
+
+class JobHandle(Protocol):
+    """A running job as the scheduler sees it, whatever runs it (process, Ray task, container)."""
+
+    grace: float  # seconds past the stage timeout before the scheduler kills it (a remote one enforces its own)
+    timed_out: float | None
+    error: str | None
+
+    def poll(self) -> int | None: ...
+
+    def kill(self) -> None: ...
 
 
 class ProcessHandle:
@@ -109,7 +116,7 @@ class LocalExecutor:
             return 0
         return self.spec.finetune_processes if job.stage == "finetune" else 1
 
-    def _launch(self, job: Job, gpus: tuple[int, ...]) -> ProcessHandle:
+    def _launch(self, job: Job, gpus: tuple[int, ...]) -> JobHandle:
         log = self.store.log_path(job.id)
         env = job_env(self.spec.threads_per_job, ",".join(map(str, gpus)), self.spec.env)
         return ProcessHandle(start_job_process(self.store.root, job.id, log, env, self.spec.memory_limit_mb))
@@ -123,12 +130,12 @@ class LocalExecutor:
             if self.store.done(j.id):
                 outcomes[j.id] = Outcome("cached")
                 on_event(j, outcomes[j.id])
-        running: dict[str, tuple[ProcessHandle, float, tuple[int, ...]]] = {}
+        running: dict[str, tuple[JobHandle, float, tuple[int, ...]]] = {}
         free_gpus = list(self.spec.gpus)
         pending = [j.id for j in jobs if j.id not in outcomes]
         while pending or running:
             # reap
-            for jid, (handle, t0, gpus) in list(running.items()):
+            for jid, (handle, t0, held) in list(running.items()):
                 limit = self.spec.timeout_s.get(by_id[jid].stage)
                 timed_out = None
                 if handle.poll() is None:
@@ -140,7 +147,7 @@ class LocalExecutor:
                 rc = handle.poll()
                 timed_out = timed_out or handle.timed_out
                 del running[jid]
-                free_gpus.extend(gpus)
+                free_gpus.extend(held)
                 secs = time.monotonic() - t0
                 if rc == 0 and timed_out is None and self.store.done(jid):
                     outcomes[jid] = Outcome("done", seconds=secs)
@@ -153,13 +160,13 @@ class LocalExecutor:
             # launch
             for jid in list(pending):
                 deps = by_id[jid].deps.values()
-                if any(outcomes.get(d) and outcomes[d].status in ("failed", "blocked") for d in deps):
-                    bad = next(d for d in deps if outcomes.get(d) and outcomes[d].status in ("failed", "blocked"))
+                bad = next((d for d in deps if d in outcomes and outcomes[d].status in FAILED), None)
+                if bad is not None:
                     outcomes[jid] = Outcome("blocked", f"upstream {bad} {outcomes[bad].status}")
                     pending.remove(jid)
                     on_event(by_id[jid], outcomes[jid])
                     continue
-                if not all(outcomes.get(d) and outcomes[d].status in ("done", "cached") for d in deps):
+                if not all(d in outcomes and outcomes[d].status in SUCCEEDED for d in deps):
                     continue
                 if len(running) >= self.spec.max_parallel:
                     break
@@ -175,13 +182,10 @@ class LocalExecutor:
             time.sleep(0.05)
         return outcomes
 
-    def _failure_path(self, jid: str) -> Path:
-        return self.store.root / "failed" / f"{jid}.json"
-
     def _record_failure(self, jid: str, reason: str) -> None:
-        p = self._failure_path(jid)
+        p = self.store.failure_path(jid)
         p.parent.mkdir(exist_ok=True)
         p.write_text(json.dumps({"reason": reason, "at": time.time()}))
 
     def _clear_failure(self, jid: str) -> None:
-        self._failure_path(jid).unlink(missing_ok=True)
+        self.store.failure_path(jid).unlink(missing_ok=True)

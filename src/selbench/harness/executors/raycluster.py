@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
+from selbench.harness.contracts import Outcome
 from selbench.harness.executors.local import (
     LocalExecutor,
-    Outcome,
     ProcessHandle,
     job_env,
     start_job_process,
@@ -94,7 +95,7 @@ class RayExecutor(LocalExecutor):
             raise ValueError("executor.gpus lists local device ids; with kind: ray, Ray assigns GPUs: "
                              "leave it empty")
         super().__init__(spec, store)
-        self._remote = None
+        self._remote: Any = None  # the Ray remote function, made once the cluster is up
         self._gpu_jobs = False
 
     def run(self, jobs: list[Job], on_event: Callable[[Job, Outcome | None], None] = lambda j, o: None
@@ -124,7 +125,7 @@ class RayExecutor(LocalExecutor):
         extra.update(self.spec.env)
         options = {"num_cpus": self.spec.threads_per_job or 1,
                    "num_gpus": self.devices_needed(job) if self._gpu_jobs else 0}
-        ref = self._remote.options(**options).remote(  # type: ignore[union-attr]
+        ref = self._remote.options(**options).remote(
             str(self.store.root.resolve()), job.id, self.spec.timeout_s.get(job.stage),
             self.spec.memory_limit_mb, self.spec.threads_per_job, extra)
         return RayTaskHandle(ref)

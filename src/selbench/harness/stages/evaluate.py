@@ -14,28 +14,28 @@ from pathlib import Path
 
 from selbench.evaluators.benchmarks import get
 from selbench.evaluators.lmms import EvaluationError
+from selbench.harness.contracts import EvaluateConfig
 from selbench.harness.store import Job, Store
 
 
-def _session(c: dict, model_dir: Path, work: Path, names: list[str]):
-    bench_dir = Path(c["bench_dir"]) if c.get("bench_dir") else None
-    if c["backend"] == "hf":
+def _session(c: EvaluateConfig, model_dir: Path, work: Path, names: list[str]):
+    bench_dir = Path(c.bench_dir) if c.bench_dir else None
+    if c.backend == "hf":
         from selbench.evaluators.embedded import DirectHF
 
-        return DirectHF(model_dir, bench_dir, batch_size=c["batch_size"], max_new_tokens=c["max_new_tokens"])
+        return DirectHF(model_dir, bench_dir, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens)
     from selbench.evaluators.lmms import LmmsEvalSession
 
-    return LmmsEvalSession(c["backend"], model_dir, work, names, bench_dir, batch_size=c["batch_size"],
-                           max_new_tokens=c["max_new_tokens"], judge=c.get("judge"),
-                           vllm_args=c.get("vllm_args") or [])
+    return LmmsEvalSession(c.backend, model_dir, work, names, bench_dir, batch_size=c.batch_size,
+                           max_new_tokens=c.max_new_tokens, judge=c.judge, vllm_args=c.vllm_args)
 
 
 def run(job: Job, store: Store, out: Path) -> dict:
-    c = job.config
+    c = EvaluateConfig.parse(job)
     model_dir = store.path(job.deps["model"]) / "model"
     resume = store.root / "resume" / job.id
     resume.mkdir(parents=True, exist_ok=True)
-    missing = [n for n in c["benchmarks"] if not (resume / f"bench-{n}.json").exists()]
+    missing = [n for n in c.benchmarks if not (resume / f"bench-{n}.json").exists()]
     errors: dict[str, str] = {}
     if missing:
         with _session(c, model_dir, resume / "work", missing) as session:
@@ -56,7 +56,7 @@ def run(job: Job, store: Store, out: Path) -> dict:
     if errors:
         raise EvaluationError("; ".join(f"[{name}] {msg}" for name, msg in errors.items()))
     rows, parts = [], {}
-    for name in c["benchmarks"]:
+    for name in c.benchmarks:
         saved = json.loads((resume / f"bench-{name}.json").read_text())
         parts[f"eval:{name}"] = saved["seconds"]
         for r in saved["rows"]:

@@ -10,43 +10,35 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
+from selbench.harness.contracts import FinetuneConfig
 from selbench.harness.stages.select import SELECTION
 from selbench.harness.store import Job, Store
-from selbench.models.data import Collator
 from selbench.models.launch import STATE, load_trained, train_distributed
-from selbench.models.training import TrainConfig, TrainResult, merge_for_export, train
-from selbench.pool.manifest import load_manifest
+from selbench.models.training import merge_for_export, train_on_pool
 from selbench.progress import progress_bar
-from selbench.selectors._features import examples
 
 
 def run(job: Job, store: Store, out: Path) -> dict:
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from transformers import AutoProcessor
 
-    c = job.config
-    recipe = TrainConfig(**c["recipe"])
-    processes = int(c.get("processes", 1))
+    c = FinetuneConfig.parse(job)
+    recipe, processes = c.recipe, c.processes
     manifest = store.path(job.deps["pool"]) / "manifest.parquet"
     indices = json.loads((store.path(job.deps["select"]) / f"{SELECTION}.json").read_text())["indices"]
-    processor = AutoProcessor.from_pretrained(c["target"])
     with progress_bar(f"fine-tune on {len(indices)} samples") as advance:
         on_step = lambda s, total, loss: advance(1, total=total, info=f"loss {loss:.3f}")  # noqa: E731
         if processes > 1 or recipe.deepspeed != "none":
             work = out / "launch"
-            r = train_distributed(c["target"], manifest, indices, recipe, processes, work, on_step=on_step,
-                                  log=lambda line: print(line, flush=True))
-            model = load_trained(c["target"], recipe, work / STATE)
+            launched = train_distributed(c.target, manifest, indices, recipe, processes, work, on_step=on_step,
+                                         log=lambda line: print(line, flush=True))
+            model = load_trained(c.target, recipe, work / STATE)
             (work / STATE).unlink()  # the exported checkpoint below is the artifact
-            result = TrainResult(r["steps"], r["samples"], r["wall_s"], r["losses"])
-            peaks = {"peak_gpu_mb": r["peak_gpu_mb"]} if r.get("peak_gpu_mb") is not None else {}
+            processor = AutoProcessor.from_pretrained(c.target)
+            result = launched.result
+            peaks = {"peak_gpu_mb": launched.peak_gpu_mb} if launched.peak_gpu_mb is not None else {}
         else:
             peaks = {}
-            model = LlavaForConditionalGeneration.from_pretrained(c["target"], dtype=torch.float32)
-            collator = Collator(processor, int(model.config.image_seq_length), max_length=recipe.max_length)
-            model, result = train(model, collator, examples(load_manifest(manifest), indices), recipe,
-                                  on_step=on_step)
+            model, processor, result = train_on_pool(c.target, manifest, indices, recipe, on_step=on_step)
     model = merge_for_export(model)
     model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")

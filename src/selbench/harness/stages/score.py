@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selbench.harness.contracts import ScoreConfig
 from selbench.harness.store import Job, Store
 from selbench.pool.manifest import load_manifest
 from selbench.selectors.base import ScoringContext
@@ -12,11 +13,10 @@ from selbench.selectors.scoring import score_into
 
 
 def run(job: Job, store: Store, out: Path) -> dict:
-    c = job.config
+    c = ScoreConfig.parse(job)
     pool = load_manifest(store.path(job.deps["pool"]) / "manifest.parquet")
-    selector = instantiate(c["selector"], c.get("impl"), c.get("config"))
-    ctx = ScoringContext(work_dir=out / "work", target=Path(c["target"]) if c.get("target") else None,
-                         proxy=Path(c["proxy"]) if c.get("proxy") else None, device=c.get("device"),
-                         batch_size=c.get("batch_size", 32))
+    selector = instantiate(c.selector, c.impl, c.config)
+    ctx = ScoringContext(work_dir=out / "work", target=c.model_path("target"), proxy=c.model_path("proxy"),
+                         device=c.device, batch_size=c.batch_size)
     score_into(selector, pool, ctx, out / "artifacts.npz")
     return {"parts": dict(ctx.timings), "notes": ctx.notes}

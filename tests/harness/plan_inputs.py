@@ -1,0 +1,50 @@
+"""Fixed inputs for planning the demo spec without building its world: the job ids of the demo plan depend only on
+the spec, these files (content, size, mtime) and their absolute paths, so they are the same on every machine."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = Path("/tmp/selbench-plan-ids-v1")  # absolute paths are part of job configs: fixed, not a tmp_path
+MTIME = 1_700_000_000
+
+
+def demo_spec_path() -> Path:
+    """The demo spec, with a fake world (a pool file and two model configs) under ``BASE``."""
+    world = BASE / "out" / "world"
+    files = {world / "pool" / "pool.json": json.dumps([{"id": "a", "conversations": [
+                 {"from": "human", "value": "hi"}, {"from": "gpt", "value": "yes"}]}]),
+             world / "models" / "target" / "config.json": json.dumps({"model_type": "llava", "n": 1}),
+             world / "models" / "proxy" / "config.json": json.dumps({"model_type": "llava", "n": 2})}
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        os.utime(path, (MTIME, MTIME))
+    spec = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    out = BASE / "demo.yaml"
+    out.write_text(yaml.safe_dump(spec))
+    return out
+
+
+def demo_plan_ids() -> dict[str, list[str]]:
+    """Every job id of the demo plan by stage, plus each cell's jobs."""
+    from selbench.harness.plan import build_plan
+    from selbench.harness.spec import load_spec
+
+    plan = build_plan(load_spec(demo_spec_path()).resolved(BASE))
+    ids: dict[str, list[str]] = {}
+    for job in plan.jobs:
+        ids.setdefault(job.stage, []).append(job.id)
+    cells = {f"{c.selector}|{c.budget}|{c.seed}": [c.jobs[s] for s in sorted(c.jobs)]
+             for c in [plan.reference, *plan.cells]}
+    return {"stages": {k: sorted(v) for k, v in sorted(ids.items())}, "cells": cells}  # type: ignore[dict-item]
+
+
+if __name__ == "__main__":  # writes the golden file (only when job ids are meant to change: say why in the commit)
+    (Path(__file__).parent / "golden" / "demo_plan_ids.json").write_text(json.dumps(demo_plan_ids(), indent=1))

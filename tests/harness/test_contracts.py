@@ -1,0 +1,53 @@
+"""Typed stage contracts: the demo plan's job ids are what they were before the configs were typed, every job's
+config parses back into its stage's model, and a config that drifts from its model is an error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selbench.harness.contracts import STAGE_CONFIGS, FinetuneConfig, ScoreConfig, SelectConfig
+from selbench.harness.store import Job
+
+from tests.harness.plan_inputs import BASE, demo_plan_ids, demo_spec_path
+
+GOLDEN = Path(__file__).parent / "golden" / "demo_plan_ids.json"
+
+
+def test_demo_plan_job_ids_are_unchanged() -> None:
+    # The golden ids were computed by the untyped plan (dict configs) before the stage configs existed; a change
+    # that is meant to move ids regenerates them (`python tests/harness/plan_inputs.py`) and says why.
+    assert demo_plan_ids() == json.loads(GOLDEN.read_text())
+
+
+def test_every_job_config_round_trips_through_its_model() -> None:
+    from selbench.harness.plan import build_plan
+    from selbench.harness.spec import load_spec
+
+    plan = build_plan(load_spec(demo_spec_path()).resolved(BASE))
+    assert {j.stage for j in plan.jobs} == set(STAGE_CONFIGS)
+    for job in plan.jobs:
+        cfg = STAGE_CONFIGS[job.stage].parse(job)
+        assert cfg.canonical() == job.config  # what the stage reads is exactly what was keyed
+    ft = next(j for j in plan.jobs if j.stage == "finetune")
+    assert FinetuneConfig.parse(ft).recipe.epochs == 2 and FinetuneConfig.parse(ft).processes == 1
+
+
+def test_drift_between_plan_and_stage_is_an_error() -> None:
+    job = Job("score", {"selector": "random", "impl": None, "config": {}, "device": None, "batch_size": 32,
+                        "batch": 8})
+    with pytest.raises(ValueError, match="batch\n"):
+        ScoreConfig.parse(job)
+    with pytest.raises(ValueError, match="not select"):
+        SelectConfig.parse(job)
+
+
+def test_unset_fields_stay_out_of_the_key() -> None:
+    # a field the plan did not set is not in the canonical dump, so adding fields with defaults keeps old ids
+    ref = SelectConfig(selector="full", budget=1.0, seed=0)
+    assert ref.canonical() == {"selector": "full", "budget": 1.0, "seed": 0}
+    sel = SelectConfig(selector="random", impl=None, config={}, budget="10%", seed=1)
+    assert sel.canonical() == {"selector": "random", "impl": None, "config": {}, "budget": "10%", "seed": 1}
+    assert SelectConfig.model_validate(sel.canonical()).canonical() == sel.canonical()
