@@ -4,8 +4,8 @@ import torch
 
 from selbench.models import tiny
 from selbench.models.chat import ANSWER, IMAGE, INSTRUCTION
-from selbench.models.extract import FeatureEngine
-from selbench.selectors._features import examples
+from selbench.models.extract import FeatureEngine, ModuleAttention, concat_head_attention
+from selbench.pool.manifest import examples
 
 
 def test_truncated_blocks_and_recomputed_attention_match_eager(small_world, small_pool) -> None:
@@ -45,3 +45,45 @@ def test_roles_come_from_the_tokenised_input(small_world, small_pool) -> None:
     assert text.strip().endswith("</s>") and small_pool.turns(row)[1][1] in text
     instr = processor.tokenizer.decode(batch.input_ids[0][roles == INSTRUCTION])
     assert instr.strip() == small_pool.turns(row)[0][1]
+
+
+def test_concat_head_attention_repeats_kv_heads_under_gqa() -> None:
+    """Eq. 4 of XMAS with grouped-query attention: each k head is repeated for the q heads sharing it, then all
+    heads are concatenated; a brute-force loop over query rows gives the same matrix."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaAttention
+
+    cfg = LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    torch.manual_seed(0)
+    attn = LlamaAttention(cfg, layer_idx=0).eval()
+    x = torch.randn(2, 7, 64)
+    key_mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])  # second row right-padded
+    with torch.no_grad():
+        ours = concat_head_attention(attn, x, key_mask)
+        q = x @ attn.q_proj.weight.T  # [B, T, 4·16]
+        k_heads = (x @ attn.k_proj.weight.T).view(2, 7, 2, 16)
+        k = torch.cat([k_heads[:, :, h // 2] for h in range(4)], dim=-1)  # q head h uses k head h // 2
+    for b in range(2):
+        for i in range(7):
+            keys = [j for j in range(i + 1) if key_mask[b, j]]
+            expected = torch.zeros(7)
+            expected[keys] = torch.softmax(torch.stack([q[b, i] @ k[b, j] for j in keys]) / 8.0, dim=0)  # √64
+            torch.testing.assert_close(ours[b, i], expected, rtol=0, atol=1e-6)
+
+
+def test_module_attention_entries_see_the_module_and_its_input(small_world, small_pool) -> None:
+    """A ModuleAttention entry gets the layer's attention module and that module's own input, next to the
+    per-head-probability reducers the other selectors use."""
+    model, processor = tiny.load(small_world / "models" / "target")
+    eng = FeatureEngine(model, processor, model.config.image_seq_length, device="cpu", batch_size=4)
+    batch = eng.collator(examples(small_pool, [0, 1]))
+    seen = {}
+
+    def probe(mod, hs, pos, b):
+        seen["module"], seen["pos"] = mod, pos
+        return concat_head_attention(mod, hs, b.attention_mask)
+
+    cap = eng.forward(batch, n_blocks=2, attention={0: (lambda probs, b: probs.mean(1)), 1: ModuleAttention(probe)})
+    assert seen["module"] is model.model.language_model.layers[1].self_attn and seen["pos"] is not None
+    T = batch.input_ids.shape[1]
+    assert cap.attention[0].shape == cap.attention[1].shape == (2, T, T)

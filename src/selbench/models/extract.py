@@ -4,9 +4,11 @@
   list is cut for the call; the LM head never runs unless logits are asked for).
 - Captures decoder-block outputs and ``self_attn.o_proj`` outputs with forward hooks (``hidden_states[k]``
   changes meaning on a cut model, hooks do not).
-- Computes one layer's head-averaged attention from its own queries and keys (RoPE applied, causal and
-  padding masks as the model uses them), reduced at once — no layer's full attention is kept, and the model
-  runs with memory-efficient attention.
+- Computes one layer's attention from its own queries and keys, reduced at once — no layer's full attention is
+  kept, and the model runs with memory-efficient attention. Two kinds of per-layer entry: an ``AttnReducer``
+  receives the per-head softmax probabilities the model itself uses (RoPE applied, causal and padding masks);
+  a ``ModuleAttention`` is handed the layer's attention module and builds its own matrix (XMAS's single
+  concatenated-head matrix, ``concat_head_attention``, is not something the model computes).
 - Token roles (image / instruction / answer) come from the tokenised input (selbench.models.chat).
 - Batches with padding; writes resumable shards; shows a progress bar.
 """
@@ -14,10 +16,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +60,22 @@ class Captured:
 AttnReducer = Callable[[torch.Tensor, Batch], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class ModuleAttention:
+    """A per-layer attention entry that builds its own matrix from the layer's attention module.
+
+    ``fn(attn_module, hidden_states, position_embeddings, batch)`` runs just before the module's forward, with
+    the module's own input (the normed hidden states) and rotary (cos, sin) if the model passes them; what it
+    returns is kept in ``Captured.attention``.
+    """
+
+    fn: Callable[[torch.nn.Module, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, Batch], torch.Tensor]
+
+
+# what FeatureEngine.forward / run accept per layer in ``attention=``
+LayerAttention = AttnReducer | ModuleAttention
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
     return torch.cat((-x2, x1), dim=-1)
@@ -85,6 +103,36 @@ def attention_probs(attn_module, hidden_states: torch.Tensor, position_embedding
     return torch.nan_to_num(probs, nan=0.0)  # fully masked rows (left padding) → 0
 
 
+def _causal_padding_mask(T: int, key_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T, T] bool: query t may attend to key s iff s ≤ t and s is not padding (as the model masks)."""
+    causal = torch.ones(T, T, dtype=torch.bool, device=key_mask.device).tril()
+    return causal[None] & key_mask[:, None, :].bool()
+
+
+def concat_head_attention(attn_module, hidden_states: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """XMAS's attention matrix (arXiv 2510.01454, Eq. 4 and the sentence after it) of one layer: [B, T, T].
+
+    A = softmax(Q Kᵀ / √D) with Q, K the raw ``q_proj`` / ``k_proj`` outputs, all heads concatenated (D =
+    heads · head_dim, the hidden size for the usual models): ONE matrix per layer, not a mean of per-head
+    softmaxes. Raw means no RoPE and no per-head q/k norms. Causal and padding masks as the model uses them;
+    fully masked query rows (left padding) are 0.
+    """
+    q = attn_module.q_proj(hidden_states).float()  # [B, T, H·hd]
+    k = attn_module.k_proj(hidden_states).float()  # [B, T, H_kv·hd]
+    if k.shape[-1] != q.shape[-1]:
+        # Grouped-query attention: repeat each k head for the q heads that share it (as the model's own
+        # repeat_kv pairs them), then concatenate, so q head h meets its own k head in Q Kᵀ. (The XMAS
+        # reference repeat_interleaves single channels, not heads; its TinyLLaVA proxy has no GQA.)
+        B, T, _ = k.shape
+        hd = attn_module.head_dim
+        n_q, n_kv = q.shape[-1] // hd, k.shape[-1] // hd
+        k = k.view(B, T, n_kv, hd).repeat_interleave(n_q // n_kv, dim=2).reshape(B, T, n_q * hd)
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    allowed = _causal_padding_mask(q.shape[1], key_mask)
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+    return torch.nan_to_num(probs, nan=0.0)
+
+
 class FeatureEngine:
     def __init__(self, model, processor, n_image_tokens: int, *, device: str | None = None,
                  dtype: torch.dtype | None = None, batch_size: int = 32, max_length: int | None = None):
@@ -110,7 +158,7 @@ class FeatureEngine:
 
     @torch.no_grad()
     def forward(self, batch: Batch, *, n_blocks: int | None, blocks: Sequence[int] = (),
-                oproj: Sequence[int] = (), attention: dict[int, AttnReducer] | None = None,
+                oproj: Sequence[int] = (), attention: dict[int, LayerAttention] | None = None,
                 logits: bool = False) -> Captured:
         cap = Captured()
         layers = decoder_layers(self.model)
@@ -121,11 +169,14 @@ class FeatureEngine:
         for i in oproj:
             handles.append(layers[i].self_attn.o_proj.register_forward_hook(
                 lambda m, a, out, i=i: cap.oproj.__setitem__(i, out)))
-        for i, reduce in (attention or {}).items():
-            def pre(mod, args, kwargs, i=i, reduce=reduce):
+        for i, entry in (attention or {}).items():
+            def pre(mod, args, kwargs, i=i, entry=entry):
                 hs = kwargs.get("hidden_states", args[0] if args else None)
-                probs = attention_probs(mod, hs, kwargs["position_embeddings"], batch.attention_mask)
-                cap.attention[i] = reduce(probs, batch)
+                if isinstance(entry, ModuleAttention):
+                    cap.attention[i] = entry.fn(mod, hs, kwargs.get("position_embeddings"), batch)
+                else:
+                    probs = attention_probs(mod, hs, kwargs["position_embeddings"], batch.attention_mask)
+                    cap.attention[i] = entry(probs, batch)
             handles.append(layers[i].self_attn.register_forward_pre_hook(pre, with_kwargs=True))
         try:
             with self.truncated(n_blocks):
@@ -141,7 +192,7 @@ class FeatureEngine:
 
     def run(self, examples: Sequence[Example], reduce: Callable[[Batch, Captured], np.ndarray], *,
             n_blocks: int | None, blocks: Sequence[int] = (), oproj: Sequence[int] = (),
-            attention: dict[int, AttnReducer] | None = None, logits: bool = False,
+            attention: dict[int, LayerAttention] | None = None, logits: bool = False,
             shard_dir: Path | None = None, shard_size: int = 4096, desc: str = "extracting") -> np.ndarray:
         """Per-example features, computed in batches; shards of ``shard_size`` examples are written to
         ``shard_dir`` as they complete, and existing shards are reused (a killed run resumes)."""

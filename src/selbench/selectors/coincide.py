@@ -3,8 +3,12 @@ G-JWLee/COINCIDE_code), with the choices recorded in DESIGN.md.
 
 Features (proxy VLM, forward only up to the last layer needed): outputs of ``self_attn.o_proj`` at the chosen
 layers (reference: 3, 7, 11, 15, 19 of TinyLLaVA). Per layer, visual part = mean over image tokens, text part =
-mean over text tokens; each part tanh then L2-normalised; all parts concatenated (visual halves first, then the
-language halves) and divided by sqrt(2·L) so the vector has unit norm. Text-only rows have a zero visual part.
+mean over the non-padding tokens AFTER the image (as the reference's ``extract_embed.py``, which averages from
+just past the image to the end of the conversation; the template tokens before the image are left out); each
+part tanh then L2-normalised; all parts concatenated (visual halves first, then the language halves) and
+divided by sqrt(2·L) so the vector has unit norm. Text-only rows have a zero visual part and a text part over
+all their non-padding tokens (there is no image to come after; the reference reads a fixed offset there, which
+for a row without an image lands on text and padding, so it gives no usable rule).
 
 1. Spherical k-means (faiss, niter 50) into K clusters (10,000 for 665K; scaled with N).
 2. Transferability T_c = mean cosine between centroid c and the other centroids, on the *language half* only,
@@ -27,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selbench.models.chat import IMAGE
 from selbench.models.extract import masked_mean
-from selbench.pool.manifest import Manifest
+from selbench.pool.manifest import Manifest, examples
 from selbench.selectors import _features
 from selbench.selectors.base import Artifacts, ScoringContext, check_selection, pool_size
 
@@ -47,10 +51,20 @@ def clusters_for(n: int, per_665k: int) -> int:
     return max(2, min(n, int(round(per_665k * n / 665_298))))
 
 
+def text_after_image(roles: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: the tokens the text part averages — non-padding tokens after a row's last image token;
+    every non-padding token of a row without an image."""
+    is_img = roles == IMAGE
+    pos = torch.arange(roles.shape[1], device=roles.device).expand_as(roles)
+    last_img = torch.where(is_img, pos, torch.full_like(pos, -1)).max(dim=1, keepdim=True).values
+    return (roles >= 0) & (pos > last_img)
+
+
 def coincide_features(oproj: dict[int, torch.Tensor], roles: torch.Tensor, layers: list[int]) -> torch.Tensor:
     is_img = roles == IMAGE
-    is_txt = (roles >= 0) & ~is_img
-    vis, txt = [], []
+    is_txt = text_after_image(roles)
+    vis: list[torch.Tensor] = []
+    txt: list[torch.Tensor] = []
     for layer in layers:
         h = oproj[layer].float()
         for part, mask in ((vis, is_img), (txt, is_txt)):
@@ -162,6 +176,9 @@ def allocate(weights: np.ndarray, sizes: np.ndarray, budget: int) -> np.ndarray:
 
 class CoincideSelector:
     name: ClassVar[str] = "coincide"
+    # Bumped whenever the same config gives different results, so stored scores are not reused: 2 = the text
+    # part averages only the tokens after the image (as the reference).
+    revision: ClassVar[int] = 2
     Config: ClassVar[type[BaseModel]] = CoincideConfig
     needs: ClassVar[frozenset[str]] = frozenset({"proxy"})
 
@@ -176,7 +193,7 @@ class CoincideSelector:
             return coincide_features(cap.oproj, batch.roles, cfg.layers).cpu().numpy()
 
         with ctx.timed("feature_extraction"):
-            x = eng.run(_features.examples(pool), reduce, n_blocks=max(cfg.layers) + 1, oproj=cfg.layers,
+            x = eng.run(examples(pool), reduce, n_blocks=max(cfg.layers) + 1, oproj=cfg.layers,
                         shard_dir=ctx.work_dir / "shards", desc="coincide: o_proj features")
         with ctx.timed("scoring"):
             artifacts = self.from_features(x, pool)

@@ -2,43 +2,66 @@
 
 1. Fine-tune the proxy (fully) for one epoch on the pool; keep C checkpoints evenly spaced over training
    (default 7; the reference uses every saved checkpoint).
-2. At each checkpoint, for each image row: the cross-modal block of the attention — text-token rows (every
-   non-padding token after the image) × image-token columns, head-averaged, with the causal and padding masks
-   the model uses — summed over all layers. Alignment score = sum of its top-5 singular values (§3.2).
+2. At each checkpoint, for each image row and each layer, one attention matrix A (``attention``):
+   - ``concat`` (default; the paper's Eq. 4 and the sentence after it): A = softmax(Q Kᵀ / √D), Q and K the raw
+     ``q_proj`` / ``k_proj`` outputs with all heads concatenated (D = the full hidden size, no RoPE; with
+     grouped-query attention each k head is repeated for its q heads first) — ONE matrix, not a per-head one;
+   - ``head_mean`` (the earlier reading, kept for comparison): the mean over heads of the per-head softmax
+     attention the model computes (RoPE applied, √head_dim).
+   Both use the causal and padding masks the model uses. The cross-modal block of A — text-token rows (every
+   non-padding token after the image) × image-token columns — is summed over all layers; the alignment score
+   is the sum of its top-5 singular values (§3.2).
 3. Trajectory = the C scores; instability = Σ_c |s_{c+1} − s_c| (§3.3).
-4. k-means (faiss) on trajectories: 1,000 clusters for 665K, scaled with N. Text-only rows form one extra
-   cluster.
-5. Balanced sampling (Alg. 1): visit clusters by ascending size; each gets remaining // clusters_left, filled
-   with its lowest-instability members (text-only cluster: a seeded random draw); a cluster smaller than its
-   share gives all it has and the shortfall carries forward. Seeded everywhere (the reference leaves text-only
-   sampling unseeded and recomputes attention without masks — we don't).
+4. k-means (faiss, 100 iterations as the reference) on trajectories: 1,000 clusters as the paper uses for
+   every pool, capped at the number of image rows (``n_clusters: scaled`` gives 1,000 · N / 665,298 instead).
+   Text-only rows form one extra cluster.
+5. Balanced sampling (Alg. 1): clusters with fewer than ``min_cluster_size`` (3) members are dropped, as the
+   reference sampler does (it keeps only clusters of more than two); visit the rest by ascending size; each
+   gets remaining // clusters_left, filled with its lowest-instability members (text-only cluster: a seeded
+   random draw); a cluster smaller than its share gives all it has and the shortfall carries forward. Rows of
+   dropped clusters are never picked by Alg. 1. Where the kept clusters cannot fill the budget the reference
+   returns fewer rows than asked; we must return exactly the budget, so only then the rest is filled: first
+   the kept clusters' unpicked rows, then the dropped clusters' rows, each by lowest instability (text-only
+   rows last, in seeded random order).
+
+Where we differ from the reference code, and why: it computes softmax(K Qᵀ) (its ``attention_scores(k, q)``
+is called as ``(q, k)``) over unmasked, padded sequences and takes text rows from a fixed offset; we follow
+Eq. 4 with the model's masks and locate image/text tokens from the tokenised input. It leaves k-means and the
+text-only draw unseeded; we seed both. It sums approximate top-5 singular values (``svd_lowrank``); we take
+exact ones.
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from selbench.models.chat import IMAGE
+from selbench.models.extract import LayerAttention, ModuleAttention, concat_head_attention
 from selbench.models.training import TrainConfig, total_steps
-from selbench.pool.manifest import Manifest
+from selbench.pool.manifest import Manifest, examples
 from selbench.selectors import _features
 from selbench.selectors.base import Artifacts, ScoringContext, check_selection, pool_size
 
 TEXT_ONLY = -1
+PAPER_CLUSTERS = 1000  # the paper's k for every pool (LLaVA-665K and Vision-Flan alike)
 
 
 class XmasConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     checkpoints: int = Field(7, ge=2)
     top_singular: int = 5
-    n_clusters: int | None = None  # None: 1,000 · N / 665,298, at least 2
-    niter: int = 25
-    seed: int = 0
+    # concat: Eq. 4, one matrix from all heads' raw q/k; head_mean: mean of the model's per-head softmaxes
+    attention: Literal["concat", "head_mean"] = "concat"
+    # an int (capped at the number of image rows) or "scaled": 1,000 · N_image / 665,298, at least 2
+    n_clusters: Annotated[int, Field(ge=1)] | Literal["scaled"] = PAPER_CLUSTERS
+    niter: int = Field(100, ge=1)  # the reference's k-means iterations
+    min_cluster_size: int = Field(3, ge=1)  # the reference samples only from clusters of more than 2
+    seed: int = 0  # k-means seed (clustering is part of scoring, shared across selection seeds)
     proxy_training: TrainConfig = Field(default_factory=lambda: TrainConfig(
         method="full", lr=2e-5, projector_lr=None, epochs=1.0, batch_size=16))
 
@@ -48,8 +71,40 @@ def checkpoint_steps(total_steps: int, c: int) -> list[int]:
     return sorted({max(1, math.ceil(total_steps * (j + 1) / c)) for j in range(c)})
 
 
+def cluster_count(n_clusters: int | str, n_image_rows: int) -> int:
+    """k for the trajectory k-means: the configured count (paper: 1,000) or the scaled one, never more than
+    the rows there are to cluster."""
+    if n_clusters == "scaled":
+        k = max(2, int(round(PAPER_CLUSTERS * n_image_rows / 665_298)))
+    else:
+        k = int(n_clusters)
+    return max(1, min(k, n_image_rows))
+
+
+def trajectory_clusters(traj: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray:
+    """faiss k-means on trajectories [N, C] → a label per row. NaN scores count as 0 (as the reference)."""
+    import faiss
+
+    x32 = np.ascontiguousarray(np.nan_to_num(traj, nan=0.0), dtype=np.float32)
+    km = faiss.Kmeans(x32.shape[1], k, niter=niter, seed=seed, verbose=False)
+    km.train(x32)
+    return km.index.search(x32, 1)[1][:, 0].astype(np.int64)
+
+
+def layer_attention(variant: str, n_layers: int) -> dict[int, LayerAttention]:
+    """Per-layer attention entries for FeatureEngine: each layer's [B, T, T] matrix (step 2)."""
+    if variant == "concat":  # Eq. 4: one matrix from all heads' raw q/k
+        entry: LayerAttention = ModuleAttention(
+            lambda mod, hs, pos, batch: concat_head_attention(mod, hs, batch.attention_mask))
+    elif variant == "head_mean":  # mean over heads of the model's own per-head softmax (RoPE)
+        entry = lambda probs, batch: probs.mean(1)  # noqa: E731
+    else:
+        raise ValueError(f"unknown XMAS attention variant {variant!r}")
+    return {i: entry for i in range(n_layers)}
+
+
 def cross_modal_block_sum(attn_sum: torch.Tensor, roles: torch.Tensor, top: int) -> torch.Tensor:
-    """attn_sum [B, T, T] (head-averaged, summed over layers) → alignment score per row [B]."""
+    """attn_sum [B, T, T] (one matrix per layer, summed over layers) → alignment score per row [B]."""
     scores = torch.zeros(len(roles), dtype=torch.float32)
     for b in range(len(roles)):
         img = torch.nonzero(roles[b] == IMAGE).flatten()
@@ -67,10 +122,21 @@ def instability(trajectories: np.ndarray) -> np.ndarray:
     return np.abs(np.diff(trajectories, axis=1)).sum(axis=1)
 
 
-def balanced_sample(labels: np.ndarray, instab: np.ndarray, budget: int, seed: int) -> np.ndarray:
-    """Alg. 1. ``labels`` per row (TEXT_ONLY for the text cluster), ``instab`` (NaN for text rows)."""
+def kept_clusters(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Bool per row: its cluster (text-only included) has at least ``min_size`` members. The reference sampler
+    visits only clusters of more than two members (``counts > 2``)."""
+    _, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    return sizes[inverse] >= min_size
+
+
+def balanced_sample(labels: np.ndarray, instab: np.ndarray, budget: int, seed: int,
+                    min_cluster_size: int = 3) -> np.ndarray:
+    """Alg. 1. ``labels`` per row (TEXT_ONLY for the text cluster), ``instab`` (NaN for text rows).
+
+    Clusters under ``min_cluster_size`` are dropped (as the reference); see ``_fill`` for a shortfall."""
     rng = np.random.default_rng(seed)
-    clusters, sizes = np.unique(labels, return_counts=True)
+    kept = kept_clusters(labels, min_cluster_size)
+    clusters, sizes = np.unique(labels[kept], return_counts=True)
     order = clusters[np.argsort(sizes, kind="stable")]
     remaining, picks = budget, []
     for pos, c in enumerate(order):
@@ -83,17 +149,31 @@ def balanced_sample(labels: np.ndarray, instab: np.ndarray, budget: int, seed: i
             chosen = members[np.argsort(instab[members], kind="stable")[:take]]
         picks.append(chosen)
         remaining -= take
-    if remaining > 0:  # floor division can leave a remainder after the last cluster: most stable left over
-        taken = np.zeros(len(labels), dtype=bool)
-        taken[np.concatenate(picks)] = True
-        left = np.flatnonzero(~taken)
-        key = np.where(np.isnan(instab[left]), np.inf, instab[left])
-        picks.append(left[np.argsort(key, kind="stable")[:remaining]])
-    return np.concatenate(picks)
+    if remaining > 0:
+        picks.append(_fill(np.concatenate(picks) if picks else np.zeros(0, np.int64), kept, instab, remaining,
+                           rng))
+    return np.concatenate(picks) if picks else np.zeros(0, np.int64)
+
+
+def _fill(taken_rows: np.ndarray, kept: np.ndarray, instab: np.ndarray, k: int,
+          rng: np.random.Generator) -> np.ndarray:
+    """``k`` more rows when Alg. 1 falls short (the reference would return fewer than the budget): unpicked
+    rows of kept clusters first, then rows of dropped clusters; within each, lowest instability first and
+    text-only rows (NaN) last, ties in a seeded random order."""
+    taken = np.zeros(len(instab), dtype=bool)
+    taken[taken_rows] = True
+    left = np.flatnonzero(~taken)
+    tiebreak = rng.permutation(len(left))
+    key = np.where(np.isnan(instab[left]), np.inf, instab[left])
+    order = np.lexsort((tiebreak, key, ~kept[left]))  # last key is primary: kept rows (False) first
+    return left[order[:k]]
 
 
 class XmasSelector:
     name: ClassVar[str] = "xmas"
+    # Bumped whenever the same config gives different results, so stored scores are not reused: 2 = Eq. 4's
+    # concatenated-head attention, 100 k-means iterations, 1,000 clusters, clusters of ≤ 2 dropped.
+    revision: ClassVar[int] = 2
     Config: ClassVar[type[BaseModel]] = XmasConfig
     needs: ClassVar[frozenset[str]] = frozenset({"proxy"})
 
@@ -124,7 +204,7 @@ class XmasSelector:
             processor.save_pretrained(tmp)
             tmp.rename(out)
 
-        train(model, collator, _features.examples(pool), cfg, checkpoint_at=steps, on_checkpoint=save)
+        train(model, collator, examples(pool), cfg, checkpoint_at=steps, on_checkpoint=save)
         return dirs
 
     def score(self, pool: Manifest, ctx: ScoringContext) -> Artifacts:
@@ -132,39 +212,43 @@ class XmasSelector:
         with ctx.timed("proxy_training"):
             ckpts = self._train_proxy(pool, ctx)
         rows = np.flatnonzero(pool.has_image.to_numpy())
-        image_examples = _features.examples(pool, rows)
-        traj = np.zeros((len(rows), len(ckpts)))
         with ctx.timed("feature_extraction"):
-            for c, ckpt in enumerate(ckpts):
-                eng = _features.engine(ckpt, ctx.device, ctx.batch_size)
-                n_layers = len(eng.model.model.language_model.layers)
-
-                def reduce(batch, cap) -> np.ndarray:
-                    total = sum(cap.attention[i] for i in range(n_layers))
-                    return cross_modal_block_sum(total.cpu(), batch.roles.cpu(), cfg.top_singular).numpy()
-
-                head_avg = {i: (lambda probs, batch: probs.mean(1)) for i in range(n_layers)}
-                traj[:, c] = eng.run(image_examples, reduce, n_blocks=None, attention=head_avg,
-                                     shard_dir=ctx.work_dir / f"shards-{c}", desc=f"xmas: checkpoint {c + 1}")
+            traj = self.alignment_trajectories(ckpts, examples(pool, rows), ctx)
         with ctx.timed("scoring"):
             instab = instability(traj)
-            k = cfg.n_clusters or max(2, min(len(rows), int(round(1000 * len(rows) / 665_298))))
-            import faiss
-
-            km = faiss.Kmeans(traj.shape[1], k, niter=cfg.niter, seed=cfg.seed, verbose=False)
-            x32 = np.ascontiguousarray(traj, dtype=np.float32)
-            km.train(x32)
-            labels_img = km.index.search(x32, 1)[1][:, 0]
-        labels = np.full(len(pool), TEXT_ONLY, dtype=np.int64)
-        labels[rows] = labels_img
+            k = cluster_count(cfg.n_clusters, len(rows))
+            labels = np.full(len(pool), TEXT_ONLY, dtype=np.int64)
+            if len(rows):
+                labels[rows] = trajectory_clusters(traj, k, cfg.niter, cfg.seed)
         instab_all = np.full(len(pool), np.nan)
         instab_all[rows] = instab
+        dropped = ~kept_clusters(labels, cfg.min_cluster_size)
         ctx.notes.append(f"{k} trajectory clusters + 1 text-only cluster ({len(pool) - len(rows)} rows); "
-                         f"{len(ckpts)} checkpoints")
+                         f"{len(ckpts)} checkpoints; {cfg.attention} attention; {int(dropped.sum())} rows in "
+                         f"clusters under {cfg.min_cluster_size} members (picked only to fill a shortfall)")
         return {"n": np.array(len(pool)), "rows": rows, "trajectories": traj, "instability": instab_all,
                 "labels": labels}
 
+    def alignment_trajectories(self, ckpts: list, image_examples: list, ctx: ScoringContext) -> np.ndarray:
+        """Steps 2–3: [N_image, C] alignment scores, one column per checkpoint."""
+        cfg = self.config
+        traj = np.zeros((len(image_examples), len(ckpts)))
+        for c, ckpt in enumerate(ckpts):
+            eng = _features.engine(ckpt, ctx.device, ctx.batch_size)
+            n_layers = len(eng.model.model.language_model.layers)
+
+            def reduce(batch, cap, n_layers=n_layers) -> np.ndarray:
+                total = sum(cap.attention[i] for i in range(n_layers))
+                return cross_modal_block_sum(total.cpu(), batch.roles.cpu(), cfg.top_singular).numpy()
+
+            traj[:, c] = eng.run(image_examples, reduce, n_blocks=None,
+                                 attention=layer_attention(cfg.attention, n_layers),
+                                 shard_dir=ctx.work_dir / f"shards-{cfg.attention}-{c}",
+                                 desc=f"xmas: checkpoint {c + 1}")
+        return traj
+
     def select(self, artifacts: Artifacts, budget: int, seed: int) -> np.ndarray:
         n = pool_size(artifacts)
-        picks = balanced_sample(artifacts["labels"], artifacts["instability"], budget, seed)
+        picks = balanced_sample(artifacts["labels"], artifacts["instability"], budget, seed,
+                                self.config.min_cluster_size)
         return check_selection(picks, budget, n, self.name)
