@@ -66,6 +66,7 @@ class ScoreConfig(StageConfig):
     device: str | None
     batch_size: int
     image: str | None = None  # a submitted selector's image (docker executor): part of what it is
+    revision: int = 1  # the selector class's ``revision``; set (and so in the key) only when > 1
     target: str | None = None  # set only for selectors that need the model
     target_id: str | None = None
     proxy: str | None = None
@@ -84,6 +85,7 @@ class SelectConfig(StageConfig):
     impl: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     image: str | None = None
+    revision: int = 1  # as ScoreConfig.revision
 
 
 class FinetuneConfig(StageConfig):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from selbench.harness.contracts import (
     EvaluateConfig,
@@ -78,6 +79,7 @@ def build_plan(spec: RunSpec) -> Plan:
     cells = []
     registry = available()
     for sel in spec.selectors:
+        revision = 1  # a selector whose results changed under the same config says so, so old scores are not reused
         if sel.image:  # lives only inside its image: nothing to import here; it may use the target and the proxy
             needs = frozenset({"target", "proxy"})
         else:
@@ -86,8 +88,13 @@ def build_plan(spec: RunSpec) -> Plan:
             cls = load_class(sel.impl or registry[sel.name])
             cls.Config(**sel.config)  # fail at plan time on a bad config, not an hour in
             needs = cls.needs
-        image = {"image": sel.image} if sel.image else {}  # a submission's image is part of what it is
-        models: dict[str, str | None] = {}
+            revision = int(getattr(cls, "revision", 1))
+        # what the selector's code is: a submission's image; its revision (only when > 1, so selectors at their
+        # first revision keep their job ids)
+        code: dict[str, Any] = {"image": sel.image} if sel.image else {}
+        if revision > 1:
+            code["revision"] = revision
+        models: dict[str, Any] = {}
         for which in ("target", "proxy"):
             if which in needs:
                 path = getattr(spec, which)
@@ -95,14 +102,14 @@ def build_plan(spec: RunSpec) -> Plan:
                     raise ValueError(f"selector {sel.name!r} needs a {which} model; the spec names none")
                 models.update({which: str(path), f"{which}_id": fingerprints[which]})
         score = add(ScoreConfig(selector=sel.name, impl=sel.impl, config=sel.config, device=spec.device,
-                                batch_size=spec.score_batch_size, **image, **models),
+                                batch_size=spec.score_batch_size, **code, **models),
                     {"pool": prepare.id}, {"selector": sel.display})
         for budget in spec.budgets:
             label = Budget.parse(budget).label
             for seed in spec.seeds:
                 cell = Cell(sel.display, label, seed, {"score": score.id})
                 select = add(SelectConfig(selector=sel.name, impl=sel.impl, config=sel.config, budget=budget,
-                                          seed=seed, **image),
+                                          seed=seed, **code),
                              {"pool": prepare.id, "score": score.id}, cell.identity)
                 train_eval(select, cell, seed)
                 cells.append(cell)
