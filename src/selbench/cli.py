@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:  # the CLI imports its layers lazily: `selbench --help` stays fast
+    from selbench.evaluators.protocols import Column
 
 app = typer.Typer(help="SelBench: benchmark harness for multimodal data selection.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -134,22 +138,30 @@ def selectors_cmd() -> None:
     console.print(table)
 
 
-def _print_board(board, benchmarks: list[str]) -> None:
+def _print_board(board, columns: list[Column]) -> None:
     from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
 
     if board.empty:
         console.print("[yellow]no results yet[/]")
         return
-    table = Table("selector", "budget", "seed", f"ARP ({ARP_VERSION})", *benchmarks, f"OSC ({OSC_VERSION})", "status",
+    table = Table("selector", "budget", "seed", f"ARP ({ARP_VERSION})", *[escape(c.label) for c in columns],
+                  f"OSC ({OSC_VERSION})", "status",
                   title="Leaderboard: ARP = mean relative performance vs full-data fine-tuning (%); "
                         "benchmark columns are raw scores (%)")
     fmt = lambda v, d=1: "N/A" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
     for _, r in board.iterrows():
         # labels and reasons are data, not markup ("balanced [submission 0.1.0]" must print as it is)
         table.add_row(escape(r["selector"]), r["budget"], str(r["seed"]), fmt(r[ARP_VERSION]),
-                      *[fmt(r[b] * 100 if r[b] is not None and r[b] == r[b] else None) for b in benchmarks],
+                      *[fmt(_shown(r[c.key], c)) for c in columns],
                       fmt(r.get(OSC_VERSION), 2), escape(r["status"] + (f": {r['reason']}" if r["reason"] else "")))
     console.print(table)
+
+
+def _shown(value: float | None, column: Column) -> float | None:
+    """A column's raw value as tables show it: 0–1 metrics × 100, others (MME) as they are."""
+    if value is None or value != value:
+        return None
+    return value * column.display_factor
 
 
 def _report(run_dir: Path) -> None:
@@ -182,7 +194,7 @@ def _run_spec(spec: Path, fail_exit: bool = True):
 
         result = runner.run(spec, on_event=on_event)
     _report(result.out)
-    _print_board(result.board, result.spec.benchmarks)
+    _print_board(result.board, result.spec.columns)
     counts: dict[str, int] = {}
     for o in result.statuses.values():
         counts[o.status] = counts.get(o.status, 0) + 1
@@ -276,7 +288,8 @@ def nightly(
         commit = next((c for c in result.board["commit"] if isinstance(c, str)), None)
     try:
         night = record(history, result.board, result.spec.name, result.spec.fingerprint(),
-                       commit, Thresholds(arp_tolerance, osc_tolerance, z), benchmarks=result.spec.benchmarks)
+                       commit, Thresholds(arp_tolerance, osc_tolerance, z),
+                       benchmarks=[c.key for c in result.spec.columns])
     except ValueError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
@@ -334,7 +347,7 @@ def submit(
         err.print(f"[red]rejected:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
     _report(result.out)
-    _print_board(result.board, result.spec.benchmarks)
+    _print_board(result.board, result.spec.columns)
     console.print(f"report: [bold]{result.out / 'report' / 'index.html'}[/]")
 
 

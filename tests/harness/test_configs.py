@@ -21,7 +21,7 @@ def test_config_is_valid(path: Path) -> None:
     first = path.read_text().splitlines()[0]
     assert first.startswith("# selbench run configs/" + path.name) or "make demo" in first, first
     spec = load_spec(path)
-    assert set(spec.benchmarks) <= set(REGISTRY)
+    assert set(spec.benchmarks) <= set(REGISTRY) and spec.protocol is not None  # every shipped config: a paper's
     for sel in spec.selectors:
         assert sel.impl or sel.name in available()
         instantiate(sel.name, sel.impl, sel.config)  # the selector's own config validates too
@@ -62,16 +62,24 @@ def test_real_protocols_train_on_eight_gpus_with_zero3(name: str) -> None:
     assert spec.finetune.batch_size == 128  # LLaVA-1.5's global batch: 16 per device × 8 GPUs
 
 
-def test_benchmark_sets_and_typos_are_resolved_at_load() -> None:
-    from selbench.evaluators.benchmarks import BENCHMARK_SETS
+def test_protocols_benchmarks_and_typos_are_resolved_at_load() -> None:
+    from selbench.evaluators.protocols import get_protocol
     from selbench.harness.spec import RunSpec
 
-    assert RunSpec(**{**_spec(), "benchmarks": "embedded_v1"}).benchmarks == BENCHMARK_SETS["embedded_v1"]
-    assert RunSpec(**{**_spec(), "benchmarks": ["embedded_v1"]}).benchmarks == BENCHMARK_SETS["embedded_v1"]
-    with pytest.raises(ValueError, match=r"unknown benchmark 'emb_vqaa' \(did you mean emb_vqa.*sets: .*embedded_v1"):
+    embedded = get_protocol("embedded_v1").benchmarks
+    for named in ({"benchmarks": "embedded_v1"}, {"benchmarks": ["embedded_v1"]}, {"protocol": "embedded_v1"}):
+        spec = RunSpec(**{**_spec(), "benchmarks": [], **named})
+        assert spec.protocol == "embedded_v1" and spec.benchmarks == embedded
+    xmas = RunSpec(**{**_spec(), "benchmarks": [], "protocol": "xmas_v1"})
+    assert xmas.benchmarks == get_protocol("xmas_v1").benchmarks and len(xmas.columns) == 10
+    with pytest.raises(ValueError, match=r"unknown benchmark 'emb_vqaa' \(did you mean emb_vqa.*protocols: .*xmas_v1"):
         RunSpec(**{**_spec(), "benchmarks": ["emb_vqaa"]})
     with pytest.raises(ValueError, match="emb_vqa named more than once"):
         RunSpec(**{**_spec(), "benchmarks": ["embedded_v1", "emb_vqa"]})
+    with pytest.raises(ValueError, match="unknown protocol 'xmas_v2'"):
+        RunSpec(**{**_spec(), "benchmarks": [], "protocol": "xmas_v2"})
+    with pytest.raises(ValueError, match="protocol xmas_v1 evaluates"):
+        RunSpec(**{**_spec(), "protocol": "xmas_v1", "benchmarks": ["gqa"]})
 
 
 @pytest.mark.parametrize("selector", [{"name": "full"}, {"name": "random", "label": "full"}])

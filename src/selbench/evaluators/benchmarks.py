@@ -1,10 +1,9 @@
-"""Benchmark registry: the papers' benchmarks → lmms-eval task, the metric that counts, its direction and scale,
-and whether a judge model is needed; plus the embedded benchmarks (versioned set ``embedded_v1``)."""
+"""Benchmark registry: the papers' benchmarks → lmms-eval task, its primary metric, direction and scale, and whether
+a judge model is needed; plus the embedded benchmarks. What a leaderboard column reads from them is a protocol's
+business (``selbench.evaluators.protocols``)."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -22,10 +21,13 @@ class Benchmark:
 REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("mmbench_en", "mmbench_en_dev", "gpt_eval_score", scale=100),
     Benchmark("mmbench_cn", "mmbench_cn_dev", "gpt_eval_score", scale=100),
-    Benchmark("mme_perception", "mme", "mme_perception_score", scale=2000),
-    Benchmark("mme_cognition", "mme", "mme_cognition_score", scale=800),
+    # one run gives both MME scores: perception (out of 2000) is primary, cognition (out of 800) a second column
+    Benchmark("mme", "mme", "mme_perception_score", scale=2000),
     Benchmark("ai2d", "ai2d", "exact_match"),
-    Benchmark("pope", "pope", "pope_f1_score"),
+    Benchmark("pope", "pope", "pope_f1_score"),  # all three splits in one run (9,000 items)
+    Benchmark("pope_random", "pope_random", "pope_f1_score"),
+    Benchmark("pope_pop", "pope_pop", "pope_f1_score"),
+    Benchmark("pope_adv", "pope_adv", "pope_f1_score"),
     Benchmark("scienceqa_img", "scienceqa_img", "exact_match"),
     Benchmark("ocrbench", "ocrbench", "ocrbench_accuracy"),
     Benchmark("textvqa", "textvqa_val", "exact_match"),
@@ -43,41 +45,8 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("emb_ocr", "emb_ocr", "exact_match", embedded=True),
 ]}
 
-BENCHMARK_SETS = {
-    "embedded_v1": ["emb_vqa", "emb_mc", "emb_pope", "emb_count", "emb_ocr"],
-    "xmas_v1": ["vqav2", "gqa", "vizwiz", "scienceqa_img", "textvqa", "pope", "mme_perception", "mmbench_en",
-                "mmbench_cn", "llava_bench", "mmvet"],
-    "scalselect_v1": ["ai2d", "mmbench_en", "mme_perception", "ocrbench", "pope", "scienceqa_img", "textvqa",
-                      "gqa", "mmmu"],
-}
-
-
 def get(name: str) -> Benchmark:
     if name not in REGISTRY:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
 
-
-def resolve_benchmarks(entries: Iterable[object]) -> list[str]:
-    """Benchmark names and set names (expanded in place) → benchmark names, in order. An unknown name fails at
-    once with the nearest known names and the full list; a benchmark named twice is an error."""
-    names: list[str] = []
-    for entry in entries:
-        if not isinstance(entry, str):
-            raise ValueError(f"benchmarks: {entry!r} is not a benchmark or set name")
-        if entry in BENCHMARK_SETS:
-            names += BENCHMARK_SETS[entry]
-        elif entry in REGISTRY:
-            names.append(entry)
-        else:
-            known = [*REGISTRY, *BENCHMARK_SETS]
-            near = difflib.get_close_matches(entry, known, n=3)
-            hint = f" (did you mean {', '.join(near)}?)" if near else ""
-            raise ValueError(f"unknown benchmark {entry!r}{hint}; benchmarks: {', '.join(sorted(REGISTRY))}; "
-                             f"sets: {', '.join(sorted(BENCHMARK_SETS))}")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(f"benchmarks: {', '.join(twice)} named more than once (directly or through a set)")
-    if not names:
-        raise ValueError("benchmarks: the spec names none")
-    return names

@@ -1,13 +1,14 @@
 """Relative performance and ARP (``arp_v1``).
 
-Relative performance of a cell on a benchmark = its primary metric / the full-data reference's × 100.
-ARP = the mean over the protocol's benchmarks; a cell missing any of them is N/A (None), never a partial mean.
+Relative performance of a cell in a protocol column = its value / the full-data reference's × 100 (reference /
+value for a lower-is-better column). ARP = the mean over the protocol's columns; a cell missing any of them is
+N/A (None), never a partial mean.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 ARP_VERSION = "arp_v1"
 OSC_VERSION = "osc_v1"
@@ -21,9 +22,9 @@ def relative_performance(value: float | None, reference: float | None) -> float 
     return value / reference * 100.0
 
 
-def arp(values: Mapping[str, float | None], reference: Mapping[str, float | None],
-        benchmarks: Sequence[str]) -> float | None:
-    rel = [relative_performance(values.get(b), reference.get(b)) for b in benchmarks]
+def arp(relative: Mapping[str, float | None]) -> float | None:
+    """The mean of a cell's per-column relative performances; None when any column's is missing."""
+    rel = list(relative.values())
     if not rel or any(r is None for r in rel):
         return None
     return sum(rel) / len(rel)  # type: ignore[arg-type]

@@ -46,7 +46,7 @@ def run(path: str | Path, *, base: Path | None = None,
     plan = build_plan(spec)
     statuses = make_executor(spec.executor, store).run(plan.jobs, on_event)
     results, timings = collect(spec, plan, store, statuses)
-    board = leaderboard(results, timings, spec.benchmarks)
+    board = leaderboard(results, timings, spec.columns)
     out = store.root / "runs" / spec.name
     board.to_parquet(out / "leaderboard.parquet", index=False)
     return RunResult(spec, plan, statuses, results, timings, board, out)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from selbench.evaluators.benchmarks import resolve_benchmarks
+from selbench.evaluators.protocols import PROTOCOLS, Column, columns_for, get_protocol, resolve_benchmarks
 from selbench.harness.store import stable_hash
 from selbench.leaderboard import REFERENCE
 from selbench.models.launch import check_processes
@@ -86,8 +86,11 @@ class RunSpec(Strict):
     budgets: list[str | float | int]
     seeds: list[int] = Field(default_factory=lambda: [0])
     finetune: TrainConfig = Field(default_factory=TrainConfig)
-    # benchmark names and/or set names (`embedded_v1`, `xmas_v1` …), resolved at load into benchmark names
-    benchmarks: list[str]
+    # A protocol (embedded_v1, xmas_v1, scalselect_v1, coincide_v1: the papers' column lists) — its benchmarks are
+    # evaluated and its columns make the leaderboard; or a benchmark list (one column each, its primary metric).
+    # `benchmarks: xmas_v1` alone is read as `protocol: xmas_v1`. Names are resolved and checked at load.
+    protocol: str | None = None
+    benchmarks: list[str] = Field(default_factory=list)
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     store: Path = Path("runs/store")
@@ -101,10 +104,39 @@ class RunSpec(Strict):
             Budget.parse(b)
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("protocol") is None:
+            b = data.get("benchmarks")
+            name = b if isinstance(b, str) else b[0] if isinstance(b, list) and len(b) == 1 else None
+            if isinstance(name, str) and name in PROTOCOLS:
+                data = {**data, "protocol": name, "benchmarks": []}
+        return data
+
     @field_validator("benchmarks", mode="before")
     @classmethod
     def _benchmarks(cls, v: Any) -> list[str]:
         return resolve_benchmarks([v] if isinstance(v, str) else v)
+
+    @model_validator(mode="after")
+    def _columns(self) -> "RunSpec":
+        if self.protocol is None:
+            if not self.benchmarks:
+                raise ValueError("a spec names a `protocol` or its `benchmarks`")
+            return self
+        needed = get_protocol(self.protocol).benchmarks
+        if not self.benchmarks:
+            self.benchmarks = needed
+        elif sorted(self.benchmarks) != sorted(needed):
+            raise ValueError(f"protocol {self.protocol} evaluates {', '.join(needed)}; `benchmarks` lists "
+                             f"{', '.join(self.benchmarks)} (leave `benchmarks` out)")
+        return self
+
+    @property
+    def columns(self) -> list[Column]:
+        """The leaderboard's columns: the protocol's, or one per benchmark."""
+        return columns_for(self.protocol, self.benchmarks)
 
     @model_validator(mode="after")
     def _sources(self) -> "RunSpec":

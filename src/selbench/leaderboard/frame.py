@@ -1,6 +1,6 @@
-"""The leaderboard frame: one row per (selector, budget, seed) with its status, ARP (``arp_v1``), each
-benchmark's primary value and relative performance, OSC (``osc_v1``), the selection-time parts, GPU hours,
-device and lineage ids — built from the harness's results and timings tables."""
+"""The leaderboard frame: one row per (selector, budget, seed) with its status, ARP (``arp_v1``), each protocol
+column's value and relative performance, OSC (``osc_v1``), the selection-time parts, GPU hours, device and
+lineage ids — built from the harness's results and timings tables and the protocol's columns."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from selbench.evaluators.protocols import Column
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION, arp, osc, relative_performance
 
 REFERENCE = "full"  # the full-data reference's selector label: a reserved name, never a selector's
@@ -22,8 +23,8 @@ LINEAGE_COLUMNS = ("spec_hash", "prepare_job", "score_job", "select_job", "finet
 
 @dataclass
 class LeaderboardRow:
-    """One cell of the leaderboard. ``record()`` flattens it into the frame's columns: each benchmark's value
-    under its name and its relative performance under ``rel_<benchmark>``."""
+    """One cell of the leaderboard. ``record()`` flattens it into the frame's columns: each protocol column's
+    value under its key and its relative performance under ``rel_<key>``."""
 
     selector: str
     budget: str
@@ -54,33 +55,49 @@ class LeaderboardRow:
         return row
 
 
-def leaderboard(results: pd.DataFrame, timings: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
+CellKey = tuple[str, str, int]  # (selector, budget, seed)
+
+
+def leaderboard(results: pd.DataFrame, timings: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFrame:
     """The frame of ``LeaderboardRow.record()`` rows, in the timings' cell order (the reference first)."""
     if timings.empty:
         return pd.DataFrame()
-    prim = results[results["primary"].astype(bool)] if not results.empty else pd.DataFrame(
-        columns=["selector", "budget", "seed", "benchmark", "value"])
-    ref_rows = prim[prim["selector"] == REFERENCE]
-    if ref_rows["benchmark"].duplicated().any():
-        raise ValueError("the results hold more than one full-data reference value per benchmark")
-    ref = ref_rows.set_index("benchmark")["value"].to_dict()
+    measured = _measured(results)
+    refs = [k for k in measured if k[0] == REFERENCE]
+    if len(refs) > 1:
+        raise ValueError("the results hold more than one full-data reference")
+    ref = {c.key: c.value(measured[refs[0]]) for c in columns} if refs else {}
     full_ft = timings.loc[timings["selector"] == REFERENCE, "finetune_s"]
     full_ft_s = float(full_ft.iloc[0]) if len(full_ft) and pd.notna(full_ft.iloc[0]) else None
-    return pd.DataFrame([_row(t, prim, ref, full_ft_s, benchmarks).record() for _, t in timings.iterrows()])
+    return pd.DataFrame([_row(t, measured, ref, full_ft_s, columns).record() for _, t in timings.iterrows()])
 
 
-def _row(t: pd.Series, prim: pd.DataFrame, ref: dict, full_ft_s: float | None,
-         benchmarks: Sequence[str]) -> LeaderboardRow:
-    vals = prim[(prim["selector"] == t["selector"]) & (prim["budget"] == t["budget"])
-                & (prim["seed"] == t["seed"])].set_index("benchmark")["value"].to_dict()
-    values = {b: _num(vals.get(b)) for b in benchmarks}
+def _measured(results: pd.DataFrame) -> dict[CellKey, dict[tuple[str, str], float | None]]:
+    """Per cell, every (benchmark, metric) value the evaluation recorded."""
+    out: dict[CellKey, dict[tuple[str, str], float | None]] = {}
+    if results.empty:
+        return out
+    for sel, budget, seed, bench, metric, value in results[["selector", "budget", "seed", "benchmark", "metric",
+                                                           "value"]].itertuples(index=False):
+        vals = out.setdefault((sel, budget, int(seed)), {})
+        if (bench, metric) in vals:
+            raise ValueError(f"the results hold {bench}/{metric} twice for {sel} @ {budget} seed {seed}")
+        vals[(bench, metric)] = _num(value)
+    return out
+
+
+def _row(t: pd.Series, measured: dict[CellKey, dict[tuple[str, str], float | None]], ref: dict[str, float | None],
+         full_ft_s: float | None, columns: Sequence[Column]) -> LeaderboardRow:
+    have = measured.get((t["selector"], t["budget"], int(t["seed"])), {})
+    values = {c.key: c.value(have) for c in columns}
+    relative = {c.key: relative_performance(values[c.key], ref.get(c.key)) if c.higher_is_better
+                else relative_performance(ref.get(c.key), values[c.key]) for c in columns}
     is_ref = t["selector"] == REFERENCE
     sel_s, ft_s = _num(t.get("selection_s")), _num(t.get("finetune_s"))
     gpu = [_num(t.get(f"{s}_gpu_s")) for s in ("score", "select", "finetune")]
     return LeaderboardRow(
         selector=t["selector"], budget=t["budget"], seed=int(t["seed"]), status=t["status"],
-        reason=t.get("reason"), arp=arp(values, ref, benchmarks), values=values,
-        relative={b: relative_performance(values[b], ref.get(b)) for b in benchmarks},
+        reason=t.get("reason"), arp=arp(relative), values=values, relative=relative,
         osc=None if is_ref else osc(sel_s if t["status"] == "done" else None, ft_s, full_ft_s),
         selection_s=None if is_ref else sel_s,
         parts={p: None if is_ref else _num(t.get(f"{p}_s")) for p in SELECTION_PARTS},

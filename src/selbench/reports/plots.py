@@ -141,9 +141,9 @@ def arp_vs_osc(run: RunData, out: Path) -> Figure:
 def heatmap(run: RunData, out: Path) -> Figure:
     rows, labels = [], []
     for sel, b, part in _cells(run):
-        rows.append([aggregate(part, f"rel_{bench}").mean for bench in run.benchmarks])
+        rows.append([aggregate(part, f"rel_{c.key}").mean for c in run.columns])
         labels.append(f"{sel} @ {b}")
-    fig, ax = plt.subplots(figsize=(1.1 * len(run.benchmarks) + 3.0, 0.32 * max(len(rows), 1) + 1.6))
+    fig, ax = plt.subplots(figsize=(1.1 * len(run.columns) + 3.0, 0.32 * max(len(rows), 1) + 1.6))
     if rows:
         import numpy as np
 
@@ -155,7 +155,7 @@ def heatmap(run: RunData, out: Path) -> Figure:
                 ax.text(j, i, "N/A" if math.isnan(data[i, j]) else f"{data[i, j]:.0f}", ha="center",
                         va="center", fontsize=7)
         ax.set_yticks(range(len(labels)), [text(lab) for lab in labels], fontsize=7)
-        ax.set_xticks(range(len(run.benchmarks)), [text(b) for b in run.benchmarks], fontsize=8, rotation=30,
+        ax.set_xticks(range(len(run.columns)), [text(c.label) for c in run.columns], fontsize=8, rotation=30,
                       ha="right")
         fig.colorbar(im, ax=ax, label="relative performance (% of full data)")
     else:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from selbench.evaluators.benchmarks import REGISTRY
+from selbench.evaluators.protocols import Column, columns_for
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
 from selbench.leaderboard import REFERENCE, leaderboard
 
@@ -56,7 +56,7 @@ class RunData:
     name: str
     run_dir: Path
     spec: dict
-    benchmarks: list[str]
+    columns: list[Column]  # the protocol's columns (or one per benchmark)
     results: pd.DataFrame
     timings: pd.DataFrame
     board: pd.DataFrame
@@ -84,9 +84,9 @@ def load_run(run_dir: str | Path) -> RunData:
 
 
 def from_frames(results: pd.DataFrame, timings: pd.DataFrame, spec: dict, run_dir: Path) -> RunData:
-    benchmarks = list(spec["benchmarks"])
-    return RunData(spec["name"], Path(run_dir), spec, benchmarks, results, timings,
-                   leaderboard(results, timings, benchmarks))
+    columns = columns_for(spec.get("protocol"), list(spec["benchmarks"]))
+    return RunData(spec["name"], Path(run_dir), spec, columns, results, timings,
+                   leaderboard(results, timings, columns))
 
 
 # ----------------------------------------------------------------------------------------------- ordering
@@ -164,12 +164,6 @@ def mark_best(cells: Iterable[Cell], higher: bool = True) -> None:
         c.best = c.value == best
 
 
-def display_scale(benchmark: str) -> float:
-    """Fractions (0–1 metrics) are shown as percentages; metrics with their own scale (MME) as they are."""
-    b = REGISTRY.get(benchmark)
-    return 100.0 if b is None or b.scale == 1.0 else 1.0
-
-
 # ----------------------------------------------------------------------------------------------- tables
 
 def arp_table(run: RunData) -> Table:
@@ -188,9 +182,9 @@ def arp_table(run: RunData) -> Table:
     seeds = sorted(set(board["seed"]))
     over = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]}"
     return Table("arp", "ARP leaderboard",
-                 f"Average relative performance ({ARP_VERSION}: mean over {len(run.benchmarks)} benchmarks of "
+                 f"Average relative performance ({ARP_VERSION}: mean over {len(run.columns)} {_columns_word(run)} of "
                  f"value / full-data value × 100), {over}; "
-                 "best per budget in bold; N/A when any benchmark or seed is missing.",
+                 "best per budget in bold; N/A when any column or seed is missing.",
                  ["Selector", *budgets], rows, groups=[("", 1), (run.pool, len(budgets))], split=1)
 
 
@@ -218,22 +212,32 @@ def pools_table(runs: list[RunData]) -> Table:
                  "best per column in bold.", header, rows, groups=groups)
 
 
+def _columns_word(run: RunData) -> str:
+    protocol = run.spec.get("protocol")
+    return f"{protocol} columns" if protocol else "benchmarks"
+
+
+def _column_source(run: RunData) -> str:
+    protocol = run.spec.get("protocol")
+    return f"Columns of protocol {protocol}" if protocol else "Primary metric per benchmark"
+
+
 def benchmark_tables(run: RunData) -> list[Table]:
     board, out = run.board, []
-    names = [REGISTRY[b].name if b in REGISTRY else b for b in run.benchmarks]
+    names = [c.label for c in run.columns]
     ref = board[board["selector"] == REFERENCE]
     for budget in budgets_in_order(run):
-        rows = [[Cell("Full data")] + [fmt(_scaled(aggregate(ref, b), b)) for b in run.benchmarks]
+        rows = [[Cell("Full data")] + [fmt(_scaled(aggregate(ref, c.key), c)) for c in run.columns]
                 + [Cell("100.0", 100.0) if not ref.empty and (ref["status"] == "done").all() else Cell(NA)]]
         for sel in selectors_in_order(run):
             part = board[(board["selector"] == sel) & (board["budget"] == budget)]
-            rows.append([Cell(sel)] + [fmt(_scaled(aggregate(part, b), b)) for b in run.benchmarks]
+            rows.append([Cell(sel)] + [fmt(_scaled(aggregate(part, c.key), c)) for c in run.columns]
                         + [fmt(aggregate(part, ARP_VERSION))])
-        for j in range(1, len(run.benchmarks) + 2):
+        for j in range(1, len(run.columns) + 2):
             mark_best([r[j] for r in rows[1:]])
         key = "benchmarks-" + re.sub(r"[^0-9A-Za-z]+", "", budget.replace("%", "pct"))
         out.append(Table(key, f"Per-benchmark results at budget {budget}",
-                         f"Primary metric per benchmark (× 100 for 0–1 metrics) and Rel. = ARP ({ARP_VERSION}); "
+                         f"{_column_source(run)} (× 100 for 0–1 metrics) and Rel. = ARP ({ARP_VERSION}); "
                          f"{budget} of the pool; best per column among selectors in bold.",
                          ["Method", *names, "Rel."], rows, split=1))
     return out
@@ -292,8 +296,8 @@ def all_tables(run: RunData) -> list[Table]:
     return [arp_table(run), *benchmark_tables(run), time_table(run), lineage_table(run)]
 
 
-def _scaled(a: Agg, benchmark: str) -> Agg:
-    k = display_scale(benchmark)
+def _scaled(a: Agg, column: Column) -> Agg:
+    k = column.display_factor
     return Agg(None if a.mean is None else a.mean * k, None if a.std is None else a.std * k, a.n, a.note)
 
 
