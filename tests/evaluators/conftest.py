@@ -40,3 +40,7 @@ def run_stage(store: Store, ft: str, backend: str, benchmarks: list[str], bench_
 
 def predictions(store: Store, job: Job, name: str) -> list[str]:
     return json.loads((store.root / "resume" / job.id / f"bench-{name}.json").read_text())["predictions"]
+
+
+def item_outcomes(store: Store, job: Job, name: str) -> dict:
+    return json.loads((store.root / "resume" / job.id / f"bench-{name}.json").read_text())["items"]

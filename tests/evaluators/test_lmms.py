@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from selbench.evaluators.lmms import EvaluationError, parse_results
-from tests.evaluators.conftest import predictions, run_stage, stage_store
+from tests.evaluators.conftest import item_outcomes, predictions, run_stage, stage_store
 
 BENCH = ["emb_vqa", "emb_mc", "emb_pope", "emb_count", "emb_ocr"]
 
@@ -35,13 +35,31 @@ def test_parse_results_normalises_metrics(tmp_path: Path) -> None:
     (json.dumps({"results": {"emb_mc": {"exact_match,none": 1.0}}}), r"no results for task 'emb_vqa' \(it has: emb_mc\)"),
     (json.dumps({"results": {"emb_vqa": {"exact_match,none": "N/A"}}}), r"results\.emb_vqa\.exact_match,none = 'N/A'"),
     (json.dumps({"results": {"emb_vqa": {"exact_match,none": float("nan")}}}), r"is not a finite number"),
-    (json.dumps({"results": {"emb_vqa": {"alias": "emb_vqa"}}}), r"results\.emb_vqa has no metrics"),
+    (json.dumps({"results": {"emb_vqa": {"alias": "emb_vqa"}}}), r"results\.emb_vqa lacks exact_match \(has: none\)"),
+    (json.dumps({"results": {"emb_vqa": {"submission,none": None}}}), r"lacks exact_match \(has: none\)"),
 ])
 def test_parse_results_rejects_malformed_output(tmp_path: Path, content: str, message: str) -> None:
     f = tmp_path / "r.json"
     f.write_text(content)
     with pytest.raises(EvaluationError, match=message):
-        parse_results(f, "emb_vqa")
+        parse_results(f, "emb_vqa", ["exact_match"])
+
+
+def test_parse_results_as_lmms_eval_writes_real_tasks(tmp_path: Path) -> None:
+    # textvqa_val / mmbench_*_dev: a null `submission` metric beside the score; stderr "N/A"; a `samples` count;
+    # a metric under a non-default filter keeps its filter in its name
+    doc = {"results": {"textvqa_val": {"alias": "textvqa_val", "exact_match,none": 0.5,
+                                       "exact_match_stderr,none": "N/A", "submission,none": None,
+                                       "submission_stderr,none": "N/A", "samples": 5000,
+                                       "exact_match,flexible-extract": 0.55}},
+           "n-samples": {"textvqa_val": {"original": 5000, "effective": 5000}}}
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(doc))
+    assert parse_results(f, "textvqa_val", ["exact_match"]) == [
+        {"metric": "exact_match", "value": 0.5, "n": 5000, "stderr": None},
+        {"metric": "exact_match,flexible-extract", "value": 0.55, "n": 5000, "stderr": None}]
+    with pytest.raises(EvaluationError, match=r"submission,none = None is not a finite number"):
+        parse_results(f, "textvqa_val", ["submission"])
 
 
 # ---------------------------------------------------------------- the evaluate stage on a real checkpoint
@@ -54,12 +72,20 @@ def test_lmms_eval_hf_scores_equal_the_direct_backend(tmp_path: Path, reference)
     direct, direct_rows = run_stage(store, ft, "hf", BENCH, bench_dir)
     for name in BENCH:
         assert predictions(store, via_lmms, name) == predictions(store, direct, name), name
+        # per-item outcomes: the same from lmms-eval's sample log as from the direct backend's predictions
+        assert item_outcomes(store, via_lmms, name) == item_outcomes(store, direct, name), name
     key = lambda r: (r["benchmark"], r["metric"])  # noqa: E731
     values = {key(r): r["value"] for r in rows}
     assert values == pytest.approx({key(r): r["value"] for r in direct_rows}, abs=1e-12)
     assert {r["benchmark"] for r in rows if r["primary"]} == set(BENCH)
     assert values[("emb_pope", "f1")] >= 0 and ("emb_pope", "precision") in values
     assert max(values[("emb_vqa", "exact_match")], values[("emb_mc", "exact_match")]) > 0  # a trained model
+    # the outcomes sum back to the metrics lmms-eval computed
+    vqa, pope = item_outcomes(store, via_lmms, "emb_vqa"), item_outcomes(store, via_lmms, "emb_pope")
+    assert vqa["kind"] == "mean" and len(vqa["ids"]) == 40
+    assert sum(r[0] for r in vqa["stats"]) / 40 == pytest.approx(values[("emb_vqa", "exact_match")])
+    tp, fp, fn, tn = (sum(r[k] for r in pope["stats"]) for k in range(4))
+    assert pope["kind"] == "pope" and (tp + tn) / 40 == pytest.approx(values[("emb_pope", "accuracy")])
     r = next(r for r in rows if r["benchmark"] == "emb_vqa")
     assert r["backend"] == "hf" and r["lmms_eval"] == "0.7.3" and r["n"] == 40 and len(r["task_hash"]) == 16
     # lmms-eval's own artifacts are kept beside the resume records

@@ -18,9 +18,11 @@ GOLDEN = Path(__file__).parent / "golden" / "demo_plan_ids.json"
 
 def test_demo_plan_job_ids_are_unchanged() -> None:
     # The golden ids were computed by the untyped plan (dict configs) before the stage configs existed, and
-    # regenerated once since, on purpose: XMAS and COINCIDE went to revision 2 (their results changed under the
-    # same config), which moved their score/select/fine-tune/evaluate ids and no others. A change that is meant
-    # to move ids regenerates them (`python tests/harness/plan_inputs.py`) and says why in its commit.
+    # regenerated since only on purpose: XMAS and COINCIDE went to revision 2 (their results changed under the
+    # same config), which moved their score/select/fine-tune/evaluate ids and no others; every evaluate job moved
+    # when it began writing per-item outcomes and checking the metrics its columns read (EvaluateConfig.outputs,
+    # .required). A change meant to move ids regenerates them (`python tests/harness/plan_inputs.py`) and says
+    # why in its commit.
     assert demo_plan_ids() == json.loads(GOLDEN.read_text())
 
 

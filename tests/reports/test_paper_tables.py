@@ -73,3 +73,11 @@ def test_coincide_table_1_rel_column_comes_back(tmp_path: Path) -> None:
         cells = [re.sub(r"\*", "", c).strip() for c in row.strip("|").split("|")]
         assert cells[-1] == rel, (selector, cells)
         assert cells[1] == f"{COINCIDE_TABLE_1['VQAv2'][ROWS.index(selector)]:.1f}"  # raw values printed back
+
+
+def test_the_html_report_shows_the_papers_column_names(tmp_path: Path) -> None:
+    from selbench.reports import build_report
+
+    folder, _ = build_report(paper_run(tmp_path / "coincide"))
+    page = (folder / "index.html").read_text()
+    assert "protocol coincide_v1: VQAv2, GQA" in page and "MMBench-Cn" in page and "95.8" in page

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from selbench.evaluators.benchmarks import get
+from selbench.evaluators.items import from_predictions
 from selbench.evaluators.lmms import EvaluationError, data_file, task_hash
 from selbench.evaluators.metrics import exact_match, pope_metrics
 
@@ -46,14 +48,14 @@ class DirectHF:
     def __exit__(self, *exc) -> None:
         pass
 
-    def evaluate(self, name: str) -> dict:
+    def evaluate(self, name: str, required: Sequence[str] = ()) -> dict:  # scores every metric it has
         return evaluate_hf(self.model, self.processor, name, self.bench_dir, batch_size=self.batch_size,
                            max_new_tokens=self.max_new_tokens)
 
 
 def evaluate_hf(model, processor, name: str, bench_dir: Path | None, *, batch_size: int = 64,
                 max_new_tokens: int = 8) -> dict:
-    """One embedded benchmark with a loaded model: ``{rows, predictions, seconds, task_hash, judge}``."""
+    """One embedded benchmark with a loaded model: ``{rows, predictions, seconds, task_hash, judge, items}``."""
     from selbench.models.generate import generate_answers
 
     bench = get(name)
@@ -65,5 +67,9 @@ def evaluate_hf(model, processor, name: str, bench_dir: Path | None, *, batch_si
     preds = generate_answers(model, processor, int(model.config.image_seq_length),
                              [(it["question"], it["image"]) for it in items], batch_size=batch_size,
                              max_new_tokens=max_new_tokens)
-    return {"rows": score_benchmark(name, preds, [it["answer"] for it in items]), "predictions": preds,
-            "seconds": time.perf_counter() - t0, "task_hash": task_hash(name, bench_dir), "judge": None}
+    golds = [it["answer"] for it in items]
+    kind = "pope" if name == "emb_pope" else "mean"
+    scores = [exact_match(p, g) for p, g in zip(preds, golds)] if kind == "mean" else []
+    return {"rows": score_benchmark(name, preds, golds), "predictions": preds,
+            "seconds": time.perf_counter() - t0, "task_hash": task_hash(name, bench_dir), "judge": None,
+            "items": from_predictions(kind, preds, golds, scores).to_json()}

@@ -21,10 +21,12 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selbench.evaluators.benchmarks import Benchmark, get
+from selbench.evaluators.items import from_samples
 
 if TYPE_CHECKING:
     from selbench.evaluators.vllm_server import VLLMServer
@@ -73,9 +75,13 @@ def write_task_dir(names: list[str], bench_dir: Path | None, out: Path) -> Path:
     return out
 
 
-def parse_results(path: Path, task: str) -> list[dict]:
-    """lmms-eval's results JSON → rows ``{metric, value, n, stderr}`` for one task. Anything unexpected is an
-    EvaluationError naming the file and the field, never a silently wrong number."""
+def parse_results(path: Path, task: str, required: Sequence[str] = ()) -> list[dict]:
+    """lmms-eval's results JSON → rows ``{metric, value, n, stderr}`` for one task, as lmms-eval really writes
+    them: ``metric,filter`` keys (the metric keeps its plain name under the default filter ``none`` and is
+    ``metric,filter`` under any other), ``*_stderr`` values that may be ``"N/A"`` (→ None), and auxiliary metrics
+    whose value is null or not a number (TextVQA's and MMBench's ``submission``) — those are left out. Only the
+    ``required`` metrics (what the protocol's columns read) must be there and finite; anything wrong with them is
+    an EvaluationError naming the file and the field, never a silently wrong number."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -92,16 +98,22 @@ def parse_results(path: Path, task: str) -> list[dict]:
     rows = []
     for key, value in entry.items():
         metric, _, filt = key.partition(",")
-        if key == "alias" or "_stderr" in metric:
+        if key in ("alias", "samples") or "_stderr" in metric:
             continue
+        name = metric if filt in ("", "none") else key
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise EvaluationError(f"malformed lmms-eval output {path}: results.{task}.{key} = {value!r} is not a "
-                                  f"finite number")
+            if name in required:
+                raise EvaluationError(f"malformed lmms-eval output {path}: results.{task}.{key} = {value!r} is "
+                                      f"not a finite number")
+            continue  # an auxiliary metric (e.g. `submission`: null) that no column reads
         stderr = entry.get(f"{metric}_stderr,{filt}")
-        rows.append({"metric": metric, "value": float(value), "n": n,
+        rows.append({"metric": name, "value": float(value), "n": n,
                      "stderr": float(stderr) if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None})
-    if not rows:
-        raise EvaluationError(f"malformed lmms-eval output {path}: results.{task} has no metrics")
+    missing = [m for m in required if m not in {r["metric"] for r in rows}]
+    if missing or not rows:
+        have = ", ".join(r["metric"] for r in rows) or "none"
+        raise EvaluationError(f"malformed lmms-eval output {path}: results.{task} lacks "
+                              f"{', '.join(missing) or 'any metric'} (has: {have})")
     return rows
 
 
@@ -174,8 +186,9 @@ class LmmsEvalSession:
             self.server.stop()
             shutil.rmtree(self.work / "vllm-model", ignore_errors=True)
 
-    def evaluate(self, name: str) -> dict:
-        """Run one benchmark; return ``{rows, predictions, seconds, task_hash, judge}``."""
+    def evaluate(self, name: str, required: Sequence[str] = ()) -> dict:
+        """Run one benchmark; return ``{rows, predictions, seconds, task_hash, judge, items}`` (items: the
+        per-item outcomes, selbench.evaluators.items, or None when the samples carry none)."""
         from lmms_eval import evaluator
         from lmms_eval.loggers import EvaluationTracker
         from lmms_eval.utils import get_datetime_str
@@ -208,7 +221,7 @@ class LmmsEvalSession:
         files = sorted(out.rglob("*_results.json"))
         if not files:
             raise EvaluationError(f"benchmark {name}: lmms-eval wrote no results JSON under {out}")
-        rows = parse_results(files[-1], bench.task)
+        rows = parse_results(files[-1], bench.task, required)
         logged = read_samples(out, bench.task)
         preds = [prediction(s) for s in logged]
         failed = [p for p in preds if p.startswith(REQUEST_FAILED)]
@@ -216,5 +229,7 @@ class LmmsEvalSession:
             where = f" ({self.server.log_tail()})" if self.server is not None and not self.server.alive() else ""
             raise EvaluationError(f"benchmark {name}: {len(failed)} of {len(preds)} requests to the vLLM server "
                                   f"failed{where}: {failed[0][:200]}")
+        items = from_samples(logged, bench.metric)
         return {"rows": rows, "predictions": preds, "seconds": seconds, "task_hash": task_hash(name, self.bench_dir),
-                "judge": self.judge if bench.judge else None, "results_file": str(files[-1])}
+                "judge": self.judge if bench.judge else None, "results_file": str(files[-1]),
+                "items": items.to_json() if items is not None else None}

@@ -105,6 +105,11 @@ class EvaluateConfig(StageConfig):
     max_new_tokens: int
     judge: str | None
     vllm_args: list[str]
+    # 2: the job also writes items.parquet (per-item outcomes for the statistics); set by the plan, so it is in
+    # the key and jobs written before it are redone rather than read without their items
+    outputs: int = 1
+    # benchmark → the metrics the protocol's columns read: these must be there and finite, others may be absent
+    required: dict[str, list[str]] = Field(default_factory=dict)
 
 
 STAGE_CONFIGS: dict[str, type[StageConfig]] = {c.stage: c for c in (PrepareConfig, ScoreConfig, SelectConfig,

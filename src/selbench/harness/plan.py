@@ -48,6 +48,15 @@ def _file_id(path: Path) -> str:
     return f"{path}:{st.st_size}:{int(st.st_mtime)}"
 
 
+def _required_metrics(spec: RunSpec) -> dict[str, list[str]]:
+    """Per benchmark, the metrics the spec's columns read."""
+    need: dict[str, set[str]] = {}
+    for col in spec.columns:
+        for src in col.sources:
+            need.setdefault(src.benchmark, set()).add(src.metric)
+    return {b: sorted(m) for b, m in sorted(need.items())}
+
+
 def build_plan(spec: RunSpec) -> Plan:
     assert spec.pool is not None and spec.target is not None
     jobs: dict[str, Job] = {}
@@ -63,7 +72,7 @@ def build_plan(spec: RunSpec) -> Plan:
     eval_cfg = EvaluateConfig(benchmarks=spec.benchmarks, backend=ev.backend,
                               bench_dir=str(spec.world.out / "benchmarks") if spec.world else None,
                               batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens, judge=ev.judge,
-                              vllm_args=ev.vllm_args)
+                              vllm_args=ev.vllm_args, outputs=2, required=_required_metrics(spec))
 
     def train_eval(select: Job, cell: Cell, seed: int) -> None:
         n = spec.executor.finetune_processes

@@ -1,5 +1,6 @@
-"""Results store: one parquet row per (run, selector, budget, seed, benchmark, metric) with lineage ids, and a
-timings table per cell (the leaderboard frame built from both lives in ``selbench.leaderboard``)."""
+"""Results store: one parquet row per (run, selector, budget, seed, benchmark, metric) with lineage ids, a timings
+table per cell, and the per-item outcomes of every cell (``items.parquet``: selector, budget, seed, benchmark, item,
+kind, stats) for the statistics. The leaderboard frame built from them lives in ``selbench.leaderboard``."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from selbench.harness.contracts import FAILED
 from selbench.harness.executors.local import Outcome
 from selbench.harness.plan import Plan
 from selbench.harness.spec import RunSpec
+from selbench.harness.stages.evaluate import ITEM_COLUMNS, ITEMS
 from selbench.harness.store import Store
 from selbench.leaderboard import SELECTION_PARTS
+
+RUN_ITEM_KEYS = ["selector", "budget", "seed"]
 
 
 def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict[str, Outcome]
             ) -> tuple[pd.DataFrame, pd.DataFrame]:
     spec_hash = spec.fingerprint()
-    rows, timing_rows = [], []
+    rows, timing_rows, items = [], [], []
     for cell in [plan.reference, *plan.cells]:
         lineage = {f"{stage}_job": jid for stage, jid in cell.jobs.items()}
         ev = cell.jobs["evaluate"]
@@ -55,11 +59,17 @@ def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict[str, Outcome
         if store.done(ev):
             for r in json.loads((store.path(ev) / "results.json").read_text()):
                 rows.append({**base, **r, "eval_meta": ev})
+            if (store.path(ev) / ITEMS).exists():
+                part = pd.read_parquet(store.path(ev) / ITEMS)
+                items.append(part.assign(selector=cell.selector, budget=cell.budget, seed=cell.seed))
     results = pd.DataFrame(rows)
     timings = pd.DataFrame(timing_rows)
     out = store.root / "runs" / spec.name
     out.mkdir(parents=True, exist_ok=True)
     results.to_parquet(out / "results.parquet", index=False)
     timings.to_parquet(out / "timings.parquet", index=False)
+    run_items = pd.concat(items, ignore_index=True) if items else pd.DataFrame(columns=[*RUN_ITEM_KEYS,
+                                                                                       *ITEM_COLUMNS])
+    run_items[[*RUN_ITEM_KEYS, *ITEM_COLUMNS]].to_parquet(out / ITEMS, index=False)
     (out / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=1, default=str))
     return results, timings

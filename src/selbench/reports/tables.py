@@ -282,9 +282,10 @@ def lineage_table(run: RunData, link_base: str = "../../../jobs") -> Table:
                      Cell(str(r.get("spec_hash") or "")), Cell(str(r.get("commit") or "")[:12]),
                      Cell(" ".join(f"{k} {r.get(k)}" for k in ("selbench", "torch", "transformers")
                                    if isinstance(r.get(k), str))), *jobs])
-    width = max((len(r) for r in rows), default=7)
     header = ["Selector", "Budget", "Seed", "Status", "Spec", "Commit", "Versions"]
-    header += ["Jobs"] + [""] * (width - len(header) - 1)
+    width = max((len(r) for r in rows), default=len(header))
+    if width > len(header):  # one column per linked job, under one "Jobs" heading
+        header += ["Jobs"] + [""] * (width - len(header) - 1)
     for r in rows:
         r.extend(Cell("") for _ in range(width - len(r)))
     return Table("lineage", "Lineage",

@@ -12,10 +12,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from selbench.evaluators.benchmarks import get
+from selbench.evaluators.items import ItemOutcomes
 from selbench.evaluators.lmms import EvaluationError
 from selbench.harness.contracts import EvaluateConfig
 from selbench.harness.store import Job, Store
+
+ITEMS = "items.parquet"  # per-item outcomes: benchmark, item, kind, stats (selbench.evaluators.items)
+ITEM_COLUMNS = ["benchmark", "item", "kind", "stats"]
 
 
 def _session(c: EvaluateConfig, model_dir: Path, work: Path, names: list[str]):
@@ -41,11 +47,12 @@ def run(job: Job, store: Store, out: Path) -> dict:
         with _session(c, model_dir, resume / "work", missing) as session:
             for name in missing:
                 try:
-                    result = session.evaluate(name)
-                    primary = get(name).metric
-                    if not any(r["metric"] == primary for r in result["rows"]):
-                        raise EvaluationError(f"results lack the benchmark's metric {primary!r} (have: "
-                                              f"{', '.join(r['metric'] for r in result['rows'])})")
+                    required = c.required.get(name) or [get(name).metric]
+                    result = session.evaluate(name, required)
+                    have = {r["metric"] for r in result["rows"]}
+                    if not set(required) <= have:
+                        raise EvaluationError(f"results lack the metric(s) {', '.join(sorted(set(required) - have))} "
+                                              f"that the protocol reads (have: {', '.join(sorted(have))})")
                 except Exception as e:  # one benchmark's failure must not cost the others
                     errors[name] = f"{type(e).__name__}: {e}" if not isinstance(e, EvaluationError) else str(e)
                     continue
@@ -55,13 +62,17 @@ def run(job: Job, store: Store, out: Path) -> dict:
                 tmp.replace(done)
     if errors:
         raise EvaluationError("; ".join(f"[{name}] {msg}" for name, msg in errors.items()))
-    rows, parts = [], {}
+    rows, parts, items = [], {}, []
     for name in c.benchmarks:
         saved = json.loads((resume / f"bench-{name}.json").read_text())
         parts[f"eval:{name}"] = saved["seconds"]
+        if saved.get("items"):
+            o = ItemOutcomes.from_json(saved["items"])
+            items += [{"benchmark": name, "item": i, "kind": o.kind, "stats": s} for i, s in zip(o.ids, o.stats)]
         for r in saved["rows"]:
             rows.append({"benchmark": name, **r, "primary": r["metric"] == get(name).metric,
                          "backend": saved["backend"], "lmms_eval": saved.get("lmms_eval"),
                          "task_hash": saved["task_hash"], "judge": saved["judge"]})
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    return {"parts": parts}
+    pd.DataFrame(items, columns=ITEM_COLUMNS).to_parquet(out / ITEMS, index=False)
+    return {"parts": parts, "benchmarks_with_items": sorted({r["benchmark"] for r in items})}

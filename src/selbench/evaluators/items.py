@@ -1,0 +1,75 @@
+"""Per-item outcomes: what each benchmark item contributes to its metrics, so any metric — corpus-level ones such as
+POPE's F1 included — can be recomputed on a resample of items (the paired bootstrap in
+``selbench.leaderboard.statistics``).
+
+Each benchmark's items get one *kind* of sufficient statistics, a row of numbers per item whose column sums
+determine every metric of that benchmark:
+- ``mean``: ``[score, 1]`` — exact match, accuracy (metric = Σscore / Σ1);
+- ``pope``: ``[tp, fp, fn, tn]`` indicators of the yes/no answer (positive = yes), from which accuracy,
+  precision, recall, F1 and the yes-ratio follow.
+They are read from lmms-eval's per-sample log (or, for the direct HF backend, from the predictions) and stored by
+the evaluate stage as ``items.parquet`` (benchmark, item, kind, stats). A benchmark whose samples carry no
+per-item outcome we can read gets none: its columns then have no confidence interval (said in the report), but
+its value still counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from selbench.evaluators.metrics import normalize_answer, yes_no
+
+POPE_KEYS = ("pope_accuracy", "accuracy")  # a POPE sample's per-item record: lmms-eval's task, the embedded one
+
+
+@dataclass
+class ItemOutcomes:
+    kind: str  # "mean" | "pope"
+    ids: list[str]  # benchmark item ids (lmms-eval's doc_id), the same for every checkpoint evaluated
+    stats: list[list[float]]  # one row per item
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "ids": self.ids, "stats": self.stats}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ItemOutcomes:
+        return cls(str(data["kind"]), [str(i) for i in data["ids"]], [list(map(float, r)) for r in data["stats"]])
+
+
+def pope_row(prediction: str, answer: str) -> list[float]:
+    """[tp, fp, fn, tn] with POPE's rule (an answer containing "no"/"not" is no, anything else yes)."""
+    pred, gold = yes_no(prediction) == "yes", normalize_answer(answer) == "yes"
+    return [float(pred and gold), float(pred and not gold), float(not pred and gold), float(not pred and not gold)]
+
+
+def from_predictions(kind: str, predictions: Sequence[str], golds: Sequence[str], scores: Sequence[float] = ()
+                     ) -> ItemOutcomes:
+    """The direct backend's outcomes: items numbered in data order (as lmms-eval's doc_id)."""
+    ids = [str(i) for i in range(len(golds))]
+    if kind == "pope":
+        return ItemOutcomes("pope", ids, [pope_row(p, g) for p, g in zip(predictions, golds)])
+    return ItemOutcomes("mean", ids, [[float(s), 1.0] for s in scores])
+
+
+def from_samples(samples: Sequence[dict], metric: str) -> ItemOutcomes | None:
+    """Outcomes from lmms-eval's per-sample log (``*_samples_<task>.jsonl`` records, sorted by doc_id): a POPE
+    record (prediction and answer), or the benchmark's primary ``metric`` as a per-item number. None when the
+    samples carry neither (e.g. a judge's or a submission-only metric)."""
+    if not samples:
+        return None
+    ids = [str(s["doc_id"]) for s in samples]
+    first = samples[0]
+    pope_key = next((k for k in POPE_KEYS if isinstance(first.get(k), dict)), None)
+    if pope_key is not None:
+        rows = []
+        for s in samples:
+            rec = s[pope_key]
+            answer = rec.get("answer", rec.get("ground_truth"))
+            if answer is None or "prediction" not in rec:
+                return None
+            rows.append(pope_row(str(rec["prediction"]), str(answer)))
+        return ItemOutcomes("pope", ids, rows)
+    if all(isinstance(s.get(metric), (int, float)) and not isinstance(s.get(metric), bool) for s in samples):
+        return ItemOutcomes("mean", ids, [[float(s[metric]), 1.0] for s in samples])
+    return None
