@@ -18,6 +18,9 @@ app = typer.Typer(help="SelBench: benchmark harness for multimodal data selectio
                   pretty_exceptions_enable=False)
 pool_app = typer.Typer(help="Inspect and validate instruction pools.", no_args_is_help=True)
 app.add_typer(pool_app, name="pool")
+models_app = typer.Typer(help="Build the real path's model folders from released parts (docs/models.md).",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
 # Wide when not a terminal (logs, CI): the leaderboard has a column per benchmark.
 console = Console() if Console().is_terminal else Console(width=200)
 err = Console(stderr=True) if Console(stderr=True).is_terminal else Console(stderr=True, width=200)
@@ -67,6 +70,47 @@ def pool_check(
         m = build_manifest(rep, images if images is not None else pool.parent)
         save_manifest(m, manifest)
         console.print(f"manifest: {manifest} ({len(m)} samples, content hash {m.content_hash[:12]})")
+
+
+@models_app.command("assemble")
+def models_assemble(
+    llm: Path = typer.Option(..., help="HF causal-LM folder (e.g. vicuna-7b-v1.5)."),
+    vision: Path = typer.Option(..., help="HF vision folder: CLIPVisionModel / a full CLIPModel / SigLIP."),
+    projector: Path = typer.Option(..., help="The stage-1 projector weights as released (mm_projector.bin)."),
+    out: Path = typer.Option(..., help="Output folder (a LlavaForConditionalGeneration checkpoint)."),
+    pad_to_square: bool = typer.Option(True, help="Pad images to a square with the mean colour (LLaVA-1.5)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+) -> None:
+    """Assemble the stage-1 LLaVA-1.5 target the papers fine-tune: LLM + vision tower + stage-1 projector."""
+    from selbench.models.assemble import AssemblyError, assemble_llava
+
+    try:
+        folder = assemble_llava(llm, vision, projector, out, pad_to_square=pad_to_square, overwrite=overwrite,
+                                log=lambda m: err.print(escape(m)))
+    except AssemblyError as e:
+        err.print(f"[red]error:[/] {escape(str(e))}")
+        raise typer.Exit(1) from None
+    console.print(f"assembled: [bold]{escape(str(folder))}[/]")
+
+
+@models_app.command("convert-tinyllava")
+def models_convert_tinyllava(
+    src: Path = typer.Argument(..., help="A released TinyLLaVA checkpoint folder (Factory or legacy layout)."),
+    out: Path = typer.Option(..., help="Output folder (a LlavaForConditionalGeneration checkpoint)."),
+    llm: Path | None = typer.Option(None, help="The LLM's own folder, where the checkpoint lacks its tokenizer."),
+    vision: Path | None = typer.Option(None, help="The vision tower's own folder (its image processor)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+) -> None:
+    """Convert TinyLLaVA-2.0B (the XMAS/COINCIDE proxy) to a folder the harness loads."""
+    from selbench.models.assemble import AssemblyError, convert_tinyllava
+
+    try:
+        folder = convert_tinyllava(src, out, llm_dir=llm, vision_dir=vision, overwrite=overwrite,
+                                   log=lambda m: err.print(escape(m)))
+    except AssemblyError as e:
+        err.print(f"[red]error:[/] {escape(str(e))}")
+        raise typer.Exit(1) from None
+    console.print(f"converted: [bold]{escape(str(folder))}[/]")
 
 
 def _load_config(text: str | None) -> dict:

@@ -144,3 +144,22 @@ def test_a_failed_benchmark_is_the_cells_reason_not_a_partial_arp(small_run, tmp
     for job in board["evaluate_job"]:  # the other benchmarks' results are kept for the re-run
         assert sorted(p.name for p in (store / "resume" / job).glob("bench-*.json")) == sorted(
             f"bench-{b}.json" for b in BENCH)
+
+
+def test_each_task_keeps_its_generation_settings_unless_told() -> None:
+    from selbench.evaluators.lmms import generation_kwargs
+
+    assert generation_kwargs(None, None) is None  # lmms-eval keeps the task's own max_new_tokens, stops, temperature
+    assert generation_kwargs(128, None) == "max_new_tokens=128"  # an explicit cap for every task
+    assert generation_kwargs(128, {"max_new_tokens": 1024}) == "max_new_tokens=1024"  # a benchmark's override wins
+    assert generation_kwargs(None, {"temperature": 0}) == "temperature=0"
+
+
+def test_generation_overrides_name_benchmarks_of_the_spec() -> None:
+    from selbench.harness.spec import RunSpec
+
+    base = {"name": "t", "world": {"out": "w"}, "selectors": [{"name": "random"}], "budgets": [0.1]}
+    spec = RunSpec(**base, protocol="xmas_v1", evaluation={"generation": {"mmvet": {"max_new_tokens": 1024}}})
+    assert spec.evaluation.max_new_tokens is None and spec.evaluation.generation["mmvet"]["max_new_tokens"] == 1024
+    with pytest.raises(ValueError, match="evaluation.generation names ocrbench, not a benchmark of this spec"):
+        RunSpec(**base, protocol="xmas_v1", evaluation={"generation": {"ocrbench": {"max_new_tokens": 8}}})

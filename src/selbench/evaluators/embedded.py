@@ -16,6 +16,8 @@ from selbench.evaluators.items import from_predictions
 from selbench.evaluators.lmms import EvaluationError, data_file, task_hash
 from selbench.evaluators.metrics import exact_match, pope_metrics
 
+EMBEDDED_MAX_NEW_TOKENS = 8  # what the embedded task YAMLs (lmms_tasks/*.yaml) generate
+
 
 def score_benchmark(name: str, predictions: list[str], golds: list[str]) -> list[dict]:
     n = len(golds)
@@ -33,9 +35,9 @@ class DirectHF:
     info = {"backend": "hf (direct)"}
 
     def __init__(self, model_dir: Path, bench_dir: Path | None, *, batch_size: int = 64,
-                 max_new_tokens: int = 8) -> None:
+                 max_new_tokens: int | None = None, generation: dict[str, dict] | None = None) -> None:
         self.model_dir, self.bench_dir = model_dir, bench_dir
-        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.batch_size, self.max_new_tokens, self.generation = batch_size, max_new_tokens, generation or {}
 
     def __enter__(self) -> "DirectHF":
         import torch
@@ -49,8 +51,9 @@ class DirectHF:
         pass
 
     def evaluate(self, name: str, required: Sequence[str] = ()) -> dict:  # scores every metric it has
+        own = (self.generation.get(name) or {}).get("max_new_tokens")
         return evaluate_hf(self.model, self.processor, name, self.bench_dir, batch_size=self.batch_size,
-                           max_new_tokens=self.max_new_tokens)
+                           max_new_tokens=int(own or self.max_new_tokens or EMBEDDED_MAX_NEW_TOKENS))
 
 
 def evaluate_hf(model, processor, name: str, bench_dir: Path | None, *, batch_size: int = 64,

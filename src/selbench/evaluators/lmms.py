@@ -132,18 +132,28 @@ def prediction(sample: dict) -> str:
     return str(resp)
 
 
+def generation_kwargs(cap: int | None, overrides: dict | None) -> str | None:
+    """lmms-eval's ``gen_kwargs`` (merged into the task's own ``generation_kwargs``): None keeps every task's
+    settings; a cap sets max_new_tokens; a benchmark's explicit overrides win over the cap."""
+    kw: dict = {} if cap is None else {"max_new_tokens": cap}
+    kw.update(overrides or {})
+    return ",".join(f"{k}={v}" for k, v in kw.items()) or None
+
+
 class LmmsEvalSession:
     """``with LmmsEvalSession(...) as s: s.evaluate("emb_vqa")``. Starts (and stops) a vLLM server for the
     ``lmms-eval-vllm`` backend."""
 
     def __init__(self, backend: str, model_dir: Path, work: Path, benchmarks: list[str], bench_dir: Path | None,
-                 *, batch_size: int = 64, max_new_tokens: int = 8, judge: str | None = None,
+                 *, batch_size: int = 64, max_new_tokens: int | None = None,
+                 generation: dict[str, dict] | None = None, judge: str | None = None,
                  vllm_args: list[str] | None = None) -> None:
         if backend not in ("lmms-eval-hf", "lmms-eval-vllm"):
             raise ValueError(f"not an lmms-eval backend: {backend!r}")
         self.backend, self.model_dir, self.work = backend, model_dir, work
         self.benchmarks, self.bench_dir, self.judge = benchmarks, bench_dir, judge
         self.batch_size, self.max_new_tokens, self.vllm_args = batch_size, max_new_tokens, vllm_args or []
+        self.generation = generation or {}
         self.server: VLLMServer | None = None
         self.info: dict[str, str] = {"lmms_eval": importlib.metadata.version("lmms_eval")}
 
@@ -206,7 +216,7 @@ class LmmsEvalSession:
         results = evaluator.simple_evaluate(
             model=self.lm, tasks=[bench.task], batch_size=self.batch_size, log_samples=True,
             evaluation_tracker=tracker, task_manager=self.tasks, verbosity="WARNING",
-            gen_kwargs=f"max_new_tokens={self.max_new_tokens},temperature=0,do_sample=False")
+            gen_kwargs=generation_kwargs(self.max_new_tokens, self.generation.get(name)))
         seconds = time.perf_counter() - t0
         if results is None:
             raise EvaluationError(f"benchmark {name}: lmms-eval returned no results")

@@ -102,7 +102,8 @@ class EvaluateConfig(StageConfig):
     backend: Literal["hf", "lmms-eval-hf", "lmms-eval-vllm"]
     bench_dir: str | None  # the embedded benchmarks' data folder (None on the real path)
     batch_size: int
-    max_new_tokens: int
+    max_new_tokens: int | None  # a cap for every task; None: each task's own generation settings
+    generation: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-benchmark overrides (set when any)
     judge: str | None
     vllm_args: list[str]
     # 2: the job also writes items.parquet (per-item outcomes for the statistics); set by the plan, so it is in

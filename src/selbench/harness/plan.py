@@ -69,7 +69,8 @@ def build_plan(spec: RunSpec) -> Plan:
                                 strict=spec.pool.strict, file=_file_id(spec.pool.path)))
     fingerprints = {w: model_fingerprint(getattr(spec, w)) for w in ("target", "proxy")}  # once per plan
     ev = spec.evaluation
-    eval_cfg = EvaluateConfig(benchmarks=spec.benchmarks, backend=ev.backend,
+    generation = {"generation": ev.generation} if ev.generation else {}  # in the key only when given
+    eval_cfg = EvaluateConfig(benchmarks=spec.benchmarks, backend=ev.backend, **generation,
                               bench_dir=str(spec.world.out / "benchmarks") if spec.world else None,
                               batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens, judge=ev.judge,
                               vllm_args=ev.vllm_args, outputs=2, required=_required_metrics(spec))

@@ -52,7 +52,11 @@ class EvalSpec(Strict):
     # model (CPU, the demo); hf: the direct HF scorer for the embedded benchmarks (no lmms-eval start-up; tests).
     backend: Literal["hf", "lmms-eval-hf", "lmms-eval-vllm"] = "lmms-eval-hf"
     batch_size: int = 64
-    max_new_tokens: int = 8
+    # None: every task keeps its own generation settings (max_new_tokens, stop sequences, temperature: MM-Vet and
+    # LLaVA-Bench expect long answers); an int caps max_new_tokens for every task
+    max_new_tokens: int | None = None
+    # per benchmark, explicit generation overrides, e.g. {mmvet: {max_new_tokens: 512}} (win over the cap)
+    generation: dict[str, dict[str, int | float | bool | str]] = Field(default_factory=dict)
     judge: str | None = None  # judge model for MM-Vet / LLaVA-Bench (lmms-eval reads its API key from the env)
     vllm_args: list[str] = Field(default_factory=list)  # extra `vllm serve` flags, e.g. --tensor-parallel-size 2
 
@@ -124,7 +128,9 @@ class RunSpec(Strict):
         if self.protocol is None:
             if not self.benchmarks:
                 raise ValueError("a spec names a `protocol` or its `benchmarks`")
+            self._check_generation(self.benchmarks)
             return self
+        self._check_generation(get_protocol(self.protocol).benchmarks)
         needed = get_protocol(self.protocol).benchmarks
         if not self.benchmarks:
             self.benchmarks = needed
@@ -132,6 +138,12 @@ class RunSpec(Strict):
             raise ValueError(f"protocol {self.protocol} evaluates {', '.join(needed)}; `benchmarks` lists "
                              f"{', '.join(self.benchmarks)} (leave `benchmarks` out)")
         return self
+
+    def _check_generation(self, benchmarks: list[str]) -> None:
+        unknown = sorted(set(self.evaluation.generation) - set(benchmarks))
+        if unknown:
+            raise ValueError(f"evaluation.generation names {', '.join(unknown)}, not a benchmark of this spec "
+                             f"({', '.join(benchmarks)})")
 
     @property
     def columns(self) -> list[Column]:

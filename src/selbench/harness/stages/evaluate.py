@@ -29,11 +29,13 @@ def _session(c: EvaluateConfig, model_dir: Path, work: Path, names: list[str]):
     if c.backend == "hf":
         from selbench.evaluators.embedded import DirectHF
 
-        return DirectHF(model_dir, bench_dir, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens)
+        return DirectHF(model_dir, bench_dir, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens,
+                        generation=c.generation)
     from selbench.evaluators.lmms import LmmsEvalSession
 
     return LmmsEvalSession(c.backend, model_dir, work, names, bench_dir, batch_size=c.batch_size,
-                           max_new_tokens=c.max_new_tokens, judge=c.judge, vllm_args=c.vllm_args)
+                           max_new_tokens=c.max_new_tokens, generation=c.generation, judge=c.judge,
+                           vllm_args=c.vllm_args)
 
 
 def run(job: Job, store: Store, out: Path) -> dict:
