@@ -208,6 +208,14 @@ def _shown(value: float | None, column: Column) -> float | None:
     return value * column.display_factor
 
 
+def _items(run_dir: Path):
+    """The run's per-item outcomes (items.parquet), or None."""
+    import pandas as pd
+
+    path = run_dir / "items.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
 def _report(run_dir: Path) -> None:
     """The report stage after a run: HTML + plots + LaTeX/Markdown/CSV, skipped when nothing changed."""
     from selbench.reports import build_report
@@ -294,6 +302,7 @@ def report(
     format: list[str] = typer.Option(["html"], "--format", "-f",
                                      help="html (with plots and every export), latex, md or csv; repeatable."),
     out: Path | None = typer.Option(None, help="Output folder (default RUN_DIR/report)."),
+    decimals: int = typer.Option(1, min=0, max=4, help="Digits of scores and ARPs (papers print 1 or 2)."),
 ) -> None:
     """Render a run's leaderboards: HTML with plots, LaTeX (booktabs), Markdown and CSV tables."""
     from selbench.reports import build_report
@@ -304,7 +313,7 @@ def report(
         err.print(f"[red]error:[/] unknown --format {', '.join(bad)}; choose from {', '.join(FORMATS)}")
         raise typer.Exit(2)
     try:
-        folder, written = build_report(run_dir, tuple(format), out, force=True, others=also)
+        folder, written = build_report(run_dir, tuple(format), out, force=True, others=also, decimals=decimals)
     except FileNotFoundError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
@@ -333,7 +342,8 @@ def nightly(
     try:
         night = record(history, result.board, result.spec.name, result.spec.fingerprint(),
                        commit, Thresholds(arp_tolerance, osc_tolerance, z),
-                       benchmarks=[c.key for c in result.spec.columns])
+                       benchmarks=[c.key for c in result.spec.columns], items=_items(result.out),
+                       columns=result.spec.columns)
     except ValueError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None

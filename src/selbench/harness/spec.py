@@ -61,6 +61,14 @@ class EvalSpec(Strict):
     vllm_args: list[str] = Field(default_factory=list)  # extra `vllm serve` flags, e.g. --tensor-parallel-size 2
 
 
+class StatisticsSpec(Strict):
+    """The paired bootstrap behind every CI, tie group and difference to random (recorded in the report)."""
+
+    replicates: int = Field(default=1000, ge=100)
+    seed: int = 0
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+
+
 class ExecutorSpec(Strict):
     kind: Literal["local", "docker", "ray"] = "local"
     max_parallel: int = 1
@@ -96,6 +104,7 @@ class RunSpec(Strict):
     protocol: str | None = None
     benchmarks: list[str] = Field(default_factory=list)
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
+    statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     store: Path = Path("runs/store")
     device: str | None = None

@@ -98,14 +98,21 @@ def to_markdown(table: Table) -> str:
 
 def to_csv(table: Table) -> str:
     """Numbers as numbers (full precision), a ``<column> std`` column wherever a column has a std over seeds,
-    N/A cells as ``N/A``; link cells as the job id they point to."""
+    ``<column> low`` / ``high`` wherever it has a bootstrap CI and ``<column> p`` wherever it has a p-value; N/A
+    cells as ``N/A``; link cells as the job id they point to."""
     ncol = len(table.header)
     has_std = [any(r[j].std is not None for r in table.rows) for j in range(ncol)]
+    has_ci = [any(r[j].low is not None for r in table.rows) for j in range(ncol)]
+    has_p = [any(r[j].p is not None for r in table.rows) for j in range(ncol)]
     header = []
     for j, h in enumerate(table.header):
         header.append(h or f"column {j + 1}")
         if has_std[j]:
             header.append(f"{h} std")
+        if has_ci[j]:
+            header += [f"{h} low", f"{h} high"]
+        if has_p[j]:
+            header.append(f"{h} p")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -120,6 +127,10 @@ def to_csv(table: Table) -> str:
                 out.append(c.text)
             if has_std[j]:
                 out.append("" if c.std is None else f"{c.std:.6g}")
+            if has_ci[j]:
+                out += ["" if c.low is None else f"{c.low:.6g}", "" if c.high is None else f"{c.high:.6g}"]
+            if has_p[j]:
+                out.append("" if c.p is None else f"{c.p:.6g}")
         w.writerow(out)
     return buf.getvalue()
 

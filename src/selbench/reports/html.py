@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,11 @@ def render(run: RunData, out: Path | None = None, formats: tuple[str, ...] = FOR
     # the HTML links every table's downloads, so it always brings the exports with it
     tables = tables_for(run, others)
     written = write_tables(tables, out, tuple(FORMATS[1:]) if "html" in formats else formats)
+    if run.intervals is not None and ("html" in formats or "csv" in formats):  # the statistics, machine-readable
+        ci = run.intervals
+        doc = {"statistics": ci.info(), "cells": json.loads(ci.cells.to_json(orient="records")),
+               "pairs": json.loads(ci.pairs.to_json(orient="records"))}
+        written.append(write_atomic(out / "tables" / "intervals.json", json.dumps(doc, indent=1)))
     if "html" in formats:
         figures = all_figures(run, out / "plots")
         written += [p for f in figures for p in (f.png, f.svg)]

@@ -1,7 +1,10 @@
 """Nightly comparison: run a spec, compare every cell with the previous night, append to the history, render a
 trend page. Regressions make the exit code non-zero so a scheduler can alert.
 
-A change counts only beyond seed noise. Per (selector, budget) the nights' ARPs are means over seeds; the ARP
+Where both nights kept per-item outcomes (``items.parquet``), a cell's ARP change is tested with the paired
+bootstrap on them (both nights answer the same items): a change counts when its 95 % CI excludes 0, so a
+regression shows with one seed and a same-code re-run (identical answers) shows none. Otherwise (an older
+history) a change counts only beyond seed noise. Per (selector, budget) the nights' ARPs are means over seeds; the ARP
 threshold is ``max(arp_tolerance, z · s · sqrt(1/n_prev + 1/n_now))`` with ``s`` the pooled std over seeds of
 every cell that has several seeds in either night (two-sample z-test on the means; with one seed per cell there
 is no noise estimate and ``arp_tolerance`` alone decides). OSC is a time ratio, noisy on shared machines: it
@@ -25,11 +28,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from selbench.evaluators.protocols import Column
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
 from selbench.leaderboard import REFERENCE
+from selbench.leaderboard.intervals import seed_runs
+from selbench.leaderboard.statistics import PairedDifference, paired_difference
 from selbench.reports.tables import aggregate
 
 HISTORY = "history.parquet"
+ITEMS = "items.parquet"
 KEY = ["selector", "budget"]
 
 
@@ -93,8 +100,32 @@ def pooled_seed_std(*stats: dict) -> float | None:
     return math.sqrt(num / den) if den else None
 
 
-def compare(previous: pd.DataFrame, current: pd.DataFrame, th: Thresholds = Thresholds()) -> list[Change]:
-    """Per (selector, budget): ARP and OSC deltas beyond noise, status flips, new and dropped cells."""
+Paired = dict[tuple[str, str], PairedDifference]
+
+
+def paired_changes(prev_items: pd.DataFrame | None, cur_items: pd.DataFrame | None, columns: Sequence[Column],
+                   replicates: int = 1000, seed: int = 0) -> Paired:
+    """Per cell present in both nights with item outcomes for every seed: the paired bootstrap of its ARP change
+    (both nights answer the same items, so a regression shows with one seed)."""
+    if prev_items is None or cur_items is None or prev_items.empty or cur_items.empty or not columns:
+        return {}
+    (prev, prev_ref), (cur, cur_ref) = seed_runs(prev_items), seed_runs(cur_items)
+    if not prev_ref or not cur_ref:
+        return {}
+    out: Paired = {}
+    for key in cur:
+        if key in prev and len(prev[key]) == len(cur[key]):
+            out[key] = paired_difference(prev[key], cur[key], columns, prev_ref, cur_ref, replicates=replicates,
+                                         seed=seed)
+    return out
+
+
+def compare(previous: pd.DataFrame, current: pd.DataFrame, th: Thresholds = Thresholds(),
+            paired: Paired | None = None) -> list[Change]:
+    """Per (selector, budget): ARP and OSC deltas beyond noise, status flips, new and dropped cells. Where
+    ``paired`` has the cell (item outcomes on both nights), its ARP verdict is the paired bootstrap's: a change
+    when the CI of the ARP difference excludes 0; otherwise the seed-noise rule above."""
+    paired = paired or {}
     prev, cur = _cell_stats(previous), _cell_stats(current)
     s = pooled_seed_std(prev, cur)
     changes: list[Change] = []
@@ -117,7 +148,16 @@ def compare(previous: pd.DataFrame, current: pd.DataFrame, th: Thresholds = Thre
         if not p["done"] and c["done"]:
             changes.append(Change(sel, budget, "improvement", "status", "failed", "done", None, None,
                                   "completes again"))
-        if p["arp"] is not None and c["arp"] is not None:
+        if p["arp"] is not None and c["arp"] is not None and key in paired:
+            pd_ = paired[key]
+            if pd_.changed and pd_.arp.point is not None:
+                ci = f"[{pd_.arp.low:+.1f}, {pd_.arp.high:+.1f}]"
+                changes.append(Change(sel, budget, "regression" if pd_.regressed else "improvement", ARP_VERSION,
+                                      p["arp"], c["arp"], pd_.arp.point, None,
+                                      f"ARP {p['arp']:.1f} → {c['arp']:.1f} ({pd_.arp.point:+.1f}, "
+                                      f"{pd_.confidence * 100:g} % CI {ci}, p = {pd_.arp_p_value:.3g}; paired "
+                                      f"bootstrap over items)"))
+        elif p["arp"] is not None and c["arp"] is not None:
             noise = th.z * s * math.sqrt(1 / p["n"] + 1 / c["n"]) if s is not None else 0.0
             limit = max(th.arp_tolerance, noise)
             d = c["arp"] - p["arp"]
@@ -159,8 +199,8 @@ def load_history(history_dir: Path) -> pd.DataFrame:
 
 
 def record(history_dir: Path, board: pd.DataFrame, run: str, spec_hash: str | None, commit: str | None,
-           th: Thresholds = Thresholds(), now: dt.datetime | None = None, benchmarks: Sequence[str] = ()
-           ) -> NightlyResult:
+           th: Thresholds = Thresholds(), now: dt.datetime | None = None, benchmarks: Sequence[str] = (),
+           items: pd.DataFrame | None = None, columns: Sequence[Column] = ()) -> NightlyResult:
     """Compare tonight's leaderboard with the last night of the same run, append it, render the trend page."""
     history_dir.mkdir(parents=True, exist_ok=True)
     hist = load_history(history_dir)
@@ -177,10 +217,15 @@ def record(history_dir: Path, board: pd.DataFrame, run: str, spec_hash: str | No
         changes = [Change("*", "*", "incomparable", "benchmarks", before, ",".join(benchmarks), None, None,
                           "the benchmark set changed, so ARP is not comparable with the previous night")]
     else:
-        changes = compare(last, tonight, th) if previous else []
+        prev_items = history_dir / "nights" / previous / ITEMS if previous else None
+        paired = paired_changes(pd.read_parquet(prev_items) if prev_items and prev_items.exists() else None,
+                                items, columns)
+        changes = compare(last, tonight, th, paired) if previous else []
     nights = history_dir / "nights" / night
     nights.mkdir(parents=True, exist_ok=True)
     board.to_parquet(nights / "leaderboard.parquet", index=False)
+    if items is not None:  # tomorrow's paired comparison needs tonight's item outcomes
+        items.to_parquet(nights / ITEMS, index=False)
     (nights / "comparison.json").write_text(json.dumps(
         {"night": night, "run": run, "previous": previous, "thresholds": asdict(th),
          "changes": [asdict(c) for c in changes]}, indent=1, default=str))

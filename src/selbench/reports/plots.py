@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -89,10 +90,11 @@ def arp_vs_budget(run: RunData, out: Path) -> Figure:
         for i, b in enumerate(budgets):
             a = aggregate(run.board[(run.board["selector"] == sel) & (run.board["budget"] == b)], ARP_VERSION)
             if a.mean is not None:
-                pts.append(((xs[i] * 100) if numeric else i, a.mean, a.std or 0.0))
+                low, high = _ci(run, sel, b) or (a.mean - (a.std or 0.0), a.mean + (a.std or 0.0))
+                pts.append(((xs[i] * 100) if numeric else i, a.mean, a.mean - low, high - a.mean))
         if pts:
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
-                        capsize=3, label=text(sel))
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[[p[2] for p in pts], [p[3] for p in pts]],
+                        marker="o", capsize=3, label=text(sel))
             plotted = True
     ax.axhline(100.0, color="0.3", ls="--", lw=1, label="full data (100)")
     ax.set_xlabel("budget (% of the pool)" if numeric else "budget")
@@ -104,9 +106,22 @@ def arp_vs_budget(run: RunData, out: Path) -> Figure:
         ax.legend(fontsize=8, loc="best")
     else:
         _no_data(ax, "ARP")
+    bars = (f"{run.intervals.confidence * 100:g} % bootstrap CI" if run.intervals is not None
+            else "std over seeds")
     return _figure(fig, out, "arp_vs_budget", "ARP vs budget",
-                   "ARP per selector and budget (error bars: std over seeds); "
+                   f"ARP per selector and budget (error bars: {bars}); "
                    "the dashed line is the full-data reference.")
+
+
+def _ci(run: RunData, selector: str, budget: str) -> tuple[float, float] | None:
+    """The cell's bootstrap CI of ARP, where the run has one."""
+    ci = run.intervals
+    if ci is None:
+        return None
+    hit = ci.cells[(ci.cells["selector"] == selector) & (ci.cells["budget"] == budget)]
+    if not len(hit) or pd.isna(hit.iloc[0]["arp_low"]):
+        return None
+    return float(hit.iloc[0]["arp_low"]), float(hit.iloc[0]["arp_high"])
 
 
 def arp_vs_osc(run: RunData, out: Path) -> Figure:

@@ -26,6 +26,9 @@ import pandas as pd
 from selbench.evaluators.protocols import Column, columns_for
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
 from selbench.leaderboard import REFERENCE, leaderboard
+from selbench.leaderboard.intervals import RANDOM, Intervals, intervals
+
+ITEMS_FILE = "items.parquet"  # per-item outcomes of every cell (the harness's collect step)
 
 NA = "N/A"
 
@@ -38,6 +41,9 @@ class Cell:
     best: bool = False
     note: str | None = None  # why a cell is N/A (failure reason), shown as a tooltip / footnote
     href: str | None = None
+    low: float | None = None  # the bootstrap confidence interval of ``value``
+    high: float | None = None
+    p: float | None = None  # a p-value (difference to random), for CSV
 
 
 @dataclass
@@ -60,6 +66,8 @@ class RunData:
     results: pd.DataFrame
     timings: pd.DataFrame
     board: pd.DataFrame
+    intervals: Intervals | None = None  # bootstrap CIs, tie groups, differences to random (None: no item outcomes)
+    decimals: int = 1  # digits of the scores and ARPs in every table (papers print one or two)
 
     @property
     def pool(self) -> str:
@@ -70,7 +78,7 @@ class RunData:
         return Path(str(pool.get("path", "pool"))).stem
 
 
-def load_run(run_dir: str | Path) -> RunData:
+def load_run(run_dir: str | Path, decimals: int = 1) -> RunData:
     """A run folder as written by the harness: ``results.parquet``, ``timings.parquet``, ``spec.json``."""
     run_dir = Path(run_dir)
     files = {n: run_dir / n for n in ("results.parquet", "timings.parquet", "spec.json")}
@@ -79,14 +87,26 @@ def load_run(run_dir: str | Path) -> RunData:
         raise FileNotFoundError(f"{run_dir} is not a run folder: missing {', '.join(missing)} "
                                 "(run `selbench run SPEC` first; run folders live under STORE/runs/NAME)")
     spec = json.loads(files["spec.json"].read_text())
+    items = pd.read_parquet(run_dir / ITEMS_FILE) if (run_dir / ITEMS_FILE).exists() else None
     return from_frames(pd.read_parquet(files["results.parquet"]), pd.read_parquet(files["timings.parquet"]),
-                       spec, run_dir)
+                       spec, run_dir, items, decimals)
 
 
-def from_frames(results: pd.DataFrame, timings: pd.DataFrame, spec: dict, run_dir: Path) -> RunData:
+def from_frames(results: pd.DataFrame, timings: pd.DataFrame, spec: dict, run_dir: Path,
+                items: pd.DataFrame | None = None, decimals: int = 1) -> RunData:
     columns = columns_for(spec.get("protocol"), list(spec["benchmarks"]))
-    return RunData(spec["name"], Path(run_dir), spec, columns, results, timings,
-                   leaderboard(results, timings, columns))
+    board = leaderboard(results, timings, columns)
+    stats = spec.get("statistics") or {}
+    ci = intervals(board, items, columns, random_label=random_label(spec), **stats) if items is not None else None
+    return RunData(spec["name"], Path(run_dir), spec, columns, results, timings, board, ci, decimals)
+
+
+def random_label(spec: dict) -> str | None:
+    """The display label of the spec's random selector (the baseline of every difference), if it has one."""
+    for sel in spec.get("selectors") or []:
+        if sel.get("name") == RANDOM and not sel.get("impl"):
+            return str(sel.get("label") or sel["name"])
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- ordering
@@ -167,25 +187,103 @@ def mark_best(cells: Iterable[Cell], higher: bool = True) -> None:
 # ----------------------------------------------------------------------------------------------- tables
 
 def arp_table(run: RunData) -> Table:
-    budgets, board = budgets_in_order(run), run.board
+    budgets, board, d = budgets_in_order(run), run.board, run.decimals
     rows = []
     ref = board[board["selector"] == REFERENCE]
-    rows.append([Cell("Full data (reference)")] + [Cell("100.0", 100.0) if not ref.empty and (
+    rows.append([Cell("Full data (reference)")] + [Cell(f"{100:.{d}f}", 100.0) if not ref.empty and (
         ref["status"] == "done").all() else Cell(NA, note="reference not done") for _ in budgets])
     for sel in selectors_in_order(run):
         row = [Cell(sel)]
         for b in budgets:
-            row.append(fmt(aggregate(board[(board["selector"] == sel) & (board["budget"] == b)], ARP_VERSION)))
+            agg = aggregate(board[(board["selector"] == sel) & (board["budget"] == b)], ARP_VERSION)
+            row.append(_with_ci(run, fmt(agg, d), sel, b))
         rows.append(row)
-    for j in range(1, len(budgets) + 1):
-        mark_best([r[j] for r in rows[1:]])
     seeds = sorted(set(board["seed"]))
-    over = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    if run.intervals is None:
+        for j in range(1, len(budgets) + 1):
+            mark_best([r[j] for r in rows[1:]])
+        over = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]}"
+        claims = "best per budget in bold"
+    else:
+        over = f"mean over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]}"
+        claims = _ci_caption(run)
     return Table("arp", "ARP leaderboard",
                  f"Average relative performance ({ARP_VERSION}: mean over {len(run.columns)} {_columns_word(run)} of "
-                 f"value / full-data value × 100), {over}; "
-                 "best per budget in bold; N/A when any column or seed is missing.",
+                 f"value / full-data value × 100), {over}; {claims}; N/A when any column or seed is missing.",
                  ["Selector", *budgets], rows, groups=[("", 1), (run.pool, len(budgets))], split=1)
+
+
+SIGNIFICANT = "†"  # marks a cell whose ARP differs from random's at the same budget (CI of the difference ∌ 0)
+
+
+def _ci_caption(run: RunData) -> str:
+    ci = run.intervals
+    assert ci is not None
+    pct = f"{ci.confidence * 100:g} %"
+    vs = (f"; {SIGNIFICANT}: differs from {ci.random_label} at the same budget ({pct} CI of the difference "
+          "excludes 0)") if ci.random_label else ""
+    return (f"[{pct} CI] from a paired bootstrap over benchmark items (and seeds), {ci.replicates} replicates, "
+            f"seed {ci.seed}; bold: not separable from the best at its budget (tie group){vs}")
+
+
+def _interval_row(run: RunData, selector: str, budget: str) -> pd.Series | None:
+    ci = run.intervals
+    if ci is None:
+        return None
+    hit = ci.cells[(ci.cells["selector"] == selector) & (ci.cells["budget"] == budget)]
+    return hit.iloc[0] if len(hit) else None
+
+
+def _with_ci(run: RunData, cell: Cell, selector: str, budget: str) -> Cell:
+    """An ARP cell with its bootstrap CI, bold when in the best's tie group, † when it differs from random."""
+    r = _interval_row(run, selector, budget)
+    if r is None or cell.value is None or _missing(r.get("arp_low")):
+        return cell
+    d = run.decimals
+    cell.low, cell.high = float(r["arp_low"]), float(r["arp_high"])
+    cell.text = f"{cell.text} [{cell.low:.{d}f}, {cell.high:.{d}f}]"
+    cell.best = bool(r.get("tie_best"))
+    if not _missing(r.get("vs_random_low")) and (r["vs_random_low"] > 0 or r["vs_random_high"] < 0):
+        cell.text += SIGNIFICANT
+    return cell
+
+
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def significance_table(run: RunData) -> Table | None:
+    """Per budget: each selector's ARP with its CI, rank range, tie group and difference to random."""
+    ci = run.intervals
+    if ci is None:
+        return None
+    d, rows = run.decimals, []
+    for budget in budgets_in_order(run):
+        for sel in selectors_in_order(run):
+            r = _interval_row(run, sel, budget)
+            if r is None or _missing(r.get("arp")):
+                rows.append([Cell(budget), Cell(sel), Cell(NA), Cell(NA), Cell(NA), Cell(NA), Cell("—")])
+                continue
+            arp = Cell(f"{r['arp']:.{d}f} [{r['arp_low']:.{d}f}, {r['arp_high']:.{d}f}]", float(r["arp"]),
+                       low=float(r["arp_low"]), high=float(r["arp_high"]), best=bool(r["tie_best"]))
+            if _missing(r.get("vs_random")):
+                diff, pval = Cell("—"), Cell("—")
+            else:
+                sig = SIGNIFICANT if (r["vs_random_low"] > 0 or r["vs_random_high"] < 0) else ""
+                lo, hi, dv = (float(r[k]) + 0.0 for k in ("vs_random_low", "vs_random_high", "vs_random"))  # no -0.0
+                diff = Cell(f"{dv:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]{sig}", dv, low=lo, high=hi,
+                            p=float(r["vs_random_p"]))
+                pval = Cell(f"{r['vs_random_p']:.3f}", float(r["vs_random_p"]))
+            rank = Cell(f"{int(r['rank'])} ({int(r['rank_low'])}–{int(r['rank_high'])})", float(r["rank"]))
+            rows.append([Cell(budget), Cell(sel), arp, diff, pval, rank, Cell("yes" if r["tie_best"] else "no")])
+    pct = f"{ci.confidence * 100:g} %"
+    return Table("significance", "Uncertainty: CIs, ranks and differences to random",
+                 f"ARP with its {pct} CI; Δ = ARP − {ci.random_label or 'random'}'s ARP at the same budget with its "
+                 f"{pct} CI and two-sided bootstrap p-value ({SIGNIFICANT}: the CI excludes 0); rank of the point "
+                 f"ARP with its {pct} range over replicates; tie: not separable from the best at its budget. Paired "
+                 f"bootstrap over benchmark items (and seeds), {ci.replicates} replicates, seed {ci.seed}.",
+                 ["Budget", "Selector", "ARP [CI]", f"Δ vs {ci.random_label or 'random'} [CI]", "p",
+                  "Rank (range)", "Tie with best"], rows)
 
 
 def pools_table(runs: list[RunData]) -> Table:
@@ -227,13 +325,14 @@ def benchmark_tables(run: RunData) -> list[Table]:
     names = [c.label for c in run.columns]
     ref = board[board["selector"] == REFERENCE]
     for budget in budgets_in_order(run):
-        rows = [[Cell("Full data")] + [fmt(_scaled(aggregate(ref, c.key), c)) for c in run.columns]
-                + [Cell("100.0", 100.0) if not ref.empty and (ref["status"] == "done").all() else Cell(NA)]]
+        d = run.decimals
+        rows = [[Cell("Full data")] + [fmt(_scaled(aggregate(ref, c.key), c), d) for c in run.columns]
+                + [Cell(f"{100:.{d}f}", 100.0) if not ref.empty and (ref["status"] == "done").all() else Cell(NA)]]
         for sel in selectors_in_order(run):
             part = board[(board["selector"] == sel) & (board["budget"] == budget)]
-            rows.append([Cell(sel)] + [fmt(_scaled(aggregate(part, c.key), c)) for c in run.columns]
-                        + [fmt(aggregate(part, ARP_VERSION))])
-        for j in range(1, len(run.columns) + 2):
+            rows.append([Cell(sel)] + [fmt(_scaled(aggregate(part, c.key), c), d) for c in run.columns]
+                        + [_with_ci(run, fmt(aggregate(part, ARP_VERSION), d), sel, budget)])
+        for j in range(1, len(run.columns) + (1 if run.intervals is not None else 2)):
             mark_best([r[j] for r in rows[1:]])
         key = "benchmarks-" + re.sub(r"[^0-9A-Za-z]+", "", budget.replace("%", "pct"))
         out.append(Table(key, f"Per-benchmark results at budget {budget}",
@@ -294,7 +393,8 @@ def lineage_table(run: RunData, link_base: str = "../../../jobs") -> Table:
 
 
 def all_tables(run: RunData) -> list[Table]:
-    return [arp_table(run), *benchmark_tables(run), time_table(run), lineage_table(run)]
+    sig = significance_table(run)
+    return [arp_table(run), *([sig] if sig else []), *benchmark_tables(run), time_table(run), lineage_table(run)]
 
 
 def _scaled(a: Agg, column: Column) -> Agg:

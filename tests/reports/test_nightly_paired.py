@@ -1,0 +1,49 @@
+"""The nightly comparison on item outcomes: a one-seed regression on 5 % of one benchmark's items is found by the
+paired bootstrap (it is far below the old 5-point tolerance), and a same-code re-run (identical answers) is not."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from selbench.evaluators.protocols import columns_for
+from selbench.leaderboard import leaderboard
+from selbench.reports.nightly import Thresholds, record
+from tests.reports.test_uncertainty import run_frames
+
+COLUMNS = columns_for(None, ["emb_vqa", "emb_pope"])
+
+
+def flip(items: pd.DataFrame, results: pd.DataFrame, selector: str, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`share` of the selector's right emb_vqa answers become wrong (items and the result row alike)."""
+    items, results = items.copy(), results.copy()
+    rows = items.index[(items["selector"] == selector) & (items["benchmark"] == "emb_vqa")]
+    right = [i for i in rows if items.at[i, "stats"][0] == 1.0]
+    for i in right[: int(share * len(rows))]:
+        items.at[i, "stats"] = [0.0, 1.0]
+    acc = float(np.mean([s[0] for s in items.loc[rows, "stats"]]))
+    results.loc[(results["selector"] == selector) & (results["benchmark"] == "emb_vqa"), "value"] = acc
+    return items, results
+
+
+def night(history: Path, results, timings, items, day: int):
+    board = leaderboard(results, timings, COLUMNS)
+    return record(history, board, "ci", "spec", "abc", Thresholds(), dt.datetime(2026, 11, day, tzinfo=dt.UTC),
+                  [c.key for c in COLUMNS], items, COLUMNS)
+
+
+def test_paired_nightly_finds_a_small_regression_and_ignores_a_rerun(tmp_path: Path) -> None:
+    results, timings, items = run_frames()
+    first = night(tmp_path, results, timings, items, 1)
+    assert first.changes == []
+    worse_items, worse_results = flip(items, results, "good", 0.05)  # 20 of 400 items: a few ARP points
+    second = night(tmp_path, worse_results, timings, worse_items, 2)
+    assert [(c.selector, c.kind, c.metric) for c in second.changes] == [("good", "regression", "arp_v1")]
+    change = second.changes[0]
+    assert -5.0 < change.delta < 0 and "paired bootstrap" in change.detail  # below the old ±5 tolerance
+    third = night(tmp_path, worse_results, timings, worse_items, 3)  # the same code again: identical answers
+    assert third.changes == []
+    assert (tmp_path / "nights" / third.night / "items.parquet").exists()
