@@ -31,3 +31,25 @@ def test_samples_of_lmms_eval_pope_and_embedded_pope_and_exact_match() -> None:
     assert from_samples([], "exact_match") is None
     o = from_samples(vqa, "exact_match")
     assert o is not None and ItemOutcomes.from_json(o.to_json()) == o
+
+
+def test_mme_samples_become_one_row_per_image() -> None:
+    from selbench.evaluators.items import MME_SUBTASKS
+
+    def rec(q: str, cat: str, score: float, key: str = "mme_percetion_score") -> dict:
+        return {"doc_id": 0, key: {"question_id": q, "category": cat, "score": score}}
+
+    samples = [rec("a.jpg", "color", 1.0), rec("a.jpg", "color", 1.0), rec("b.jpg", "color", 1.0),
+               rec("b.jpg", "color", 0.0), rec("c.png", "code_reasoning", 0.0, "mme_cognition_score"),
+               rec("c.png", "code_reasoning", 1.0, "mme_cognition_score")]
+    o = from_samples(samples, "mme_perception_score")
+    assert o is not None and o.kind == "mme" and o.ids == ["a.jpg", "b.jpg", "c.png"]
+    color, code = 4 * MME_SUBTASKS.index("color"), 4 * MME_SUBTASKS.index("code_reasoning")
+    assert o.stats[0][color:color + 4] == [2.0, 1.0, 2.0, 1.0]  # both right
+    assert o.stats[1][color:color + 4] == [1.0, 0.0, 2.0, 1.0]  # one of two
+    assert o.stats[2][code:code + 4] == [1.0, 0.0, 2.0, 1.0] and sum(o.stats[2]) == 4.0
+    # the statistics module reads the same layout: colour = 100·(3/4 + 1/2) = 125
+    from selbench.leaderboard.statistics import ItemStats
+
+    stats = ItemStats("mme", tuple(o.ids), o.stats)
+    assert stats.value("mme_perception_score") == 125.0 and stats.value("mme_cognition_score") == 50.0

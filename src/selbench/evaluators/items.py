@@ -6,7 +6,11 @@ Each benchmark's items get one *kind* of sufficient statistics, a row of numbers
 determine every metric of that benchmark:
 - ``mean``: ``[score, 1]`` — exact match, accuracy (metric = Σscore / Σ1);
 - ``pope``: ``[tp, fp, fn, tn]`` indicators of the yes/no answer (positive = yes), from which accuracy,
-  precision, recall, F1 and the yes-ratio follow.
+  precision, recall, F1 and the yes-ratio follow;
+- ``mme``: one row per *image* (MME's unit: two questions per image, scored as a pair), a block of
+  ``MME_BLOCK`` per subtask of ``MME_SUBTASKS`` — [correct questions, all of the image's questions correct,
+  questions, 1] — zeros for the subtasks the image is not in; each subtask's score is
+  100·(Σcorrect/Σquestions + Σboth/Σimages), summed over the perception or cognition subtasks.
 They are read from lmms-eval's per-sample log (or, for the direct HF backend, from the predictions) and stored by
 the evaluate stage as ``items.parquet`` (benchmark, item, kind, stats). A benchmark whose samples carry no
 per-item outcome we can read gets none: its columns then have no confidence interval (said in the report), but
@@ -21,12 +25,40 @@ from dataclasses import dataclass
 from selbench.evaluators.metrics import normalize_answer, yes_no
 
 POPE_KEYS = ("pope_accuracy", "accuracy")  # a POPE sample's per-item record: lmms-eval's task, the embedded one
+# MME's subtasks as lmms-eval's ``eval_type_dict`` names them; block j of the mme layout is MME_SUBTASKS[j]
+MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
+                  "artwork", "OCR")
+MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+MME_SUBTASKS = MME_PERCEPTION + MME_COGNITION
+MME_BLOCK = ("correct", "both_correct", "questions", "images")  # the 4 statistics of one block
+MME_KEYS = ("mme_percetion_score", "mme_cognition_score")  # lmms-eval's per-sample records (its spelling)
+
+
+def mme_rows(image_ids: Sequence[str], subtasks: Sequence[str], correct: Sequence[bool]
+             ) -> tuple[list[str], list[list[float]]]:
+    """One row per image (first-seen order) from one entry per question: its image, subtask and correctness."""
+    if not len(image_ids) == len(subtasks) == len(correct):
+        raise ValueError("image_ids, subtasks and correct must have one entry per question")
+    unknown = sorted(set(subtasks) - set(MME_SUBTASKS))
+    if unknown:
+        raise ValueError(f"unknown MME subtasks {', '.join(unknown)}; known: {', '.join(MME_SUBTASKS)}")
+    index = {img: i for i, img in enumerate(dict.fromkeys(image_ids))}
+    rows = [[0.0] * (len(MME_BLOCK) * len(MME_SUBTASKS)) for _ in index]
+    for img, task, ok in zip(image_ids, subtasks, correct):
+        b = 4 * MME_SUBTASKS.index(task)
+        rows[index[img]][b] += float(bool(ok))
+        rows[index[img]][b + 2] += 1.0
+    for row in rows:  # per (image, subtask) present: both-correct flag and the image count
+        for b in range(0, len(row), 4):
+            if row[b + 2] > 0:
+                row[b + 1], row[b + 3] = float(row[b] == row[b + 2]), 1.0
+    return list(index), rows
 
 
 @dataclass
 class ItemOutcomes:
-    kind: str  # "mean" | "pope"
-    ids: list[str]  # benchmark item ids (lmms-eval's doc_id), the same for every checkpoint evaluated
+    kind: str  # "mean" | "pope" | "mme"
+    ids: list[str]  # benchmark item ids (lmms-eval's doc_id; MME: the image), the same for every checkpoint
     stats: list[list[float]]  # one row per item
 
     def to_json(self) -> dict:
@@ -58,6 +90,11 @@ def from_samples(samples: Sequence[dict], metric: str) -> ItemOutcomes | None:
     samples carry neither (e.g. a judge's or a submission-only metric)."""
     if not samples:
         return None
+    if any(isinstance(samples[0].get(k), dict) for k in MME_KEYS):
+        recs = [next(s[k] for k in MME_KEYS if isinstance(s.get(k), dict)) for s in samples]
+        img, rows = mme_rows([str(r["question_id"]) for r in recs], [str(r["category"]) for r in recs],
+                             [float(r["score"]) > 0 for r in recs])
+        return ItemOutcomes("mme", img, rows)
     ids = [str(s["doc_id"]) for s in samples]
     first = samples[0]
     pope_key = next((k for k in POPE_KEYS if isinstance(first.get(k), dict)), None)

@@ -51,6 +51,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from selbench.evaluators.items import MME_BLOCK, MME_COGNITION, MME_PERCEPTION, MME_SUBTASKS, mme_rows
 from selbench.evaluators.protocols import Column
 
 CellKey = tuple[str, str]  # (selector, budget)
@@ -106,12 +107,8 @@ def _pope_metric(name: str, totals: np.ndarray) -> MetricFn:
     return lambda s: formula(s[:, 0], s[:, 1], s[:, 2], s[:, 3])
 
 
-# MME's subtasks as lmms-eval's ``eval_type_dict`` names them; block j of the layout is MME_SUBTASKS[j].
-MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
-                  "artwork", "OCR")
-MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
-MME_SUBTASKS = MME_PERCEPTION + MME_COGNITION
-MME_BLOCK = ("correct", "both_correct", "questions", "images")  # the 4 statistics of one block
+# MME's layout (subtasks in lmms-eval's names, the 4 statistics of a block) is the evaluators' (items.py), which
+# writes these rows from lmms-eval's sample log.
 MME_METRICS: dict[str, tuple[str, ...]] = {
     "mme_perception_score": MME_PERCEPTION,  # SelBench's registry name
     "mme_percetion_score": MME_PERCEPTION,  # lmms-eval's spelling of the same metric
@@ -212,22 +209,8 @@ class ItemStats:
         """Kind ``mme`` from one row per *question* (its image id, subtask and whether it was answered right). The
         image is the resampling unit (its two questions are paired by design); rows keep the images' first order.
         "Both correct" means every question of that image in that subtask is right (MME has two per image)."""
-        if not len(image_ids) == len(subtasks) == len(correct):
-            raise ValueError("image_ids, subtasks and correct must have one entry per question")
-        unknown = sorted(set(subtasks) - set(MME_SUBTASKS))
-        if unknown:
-            raise ValueError(f"unknown MME subtasks {', '.join(unknown)}; known: {', '.join(MME_SUBTASKS)}")
-        rows = {img: i for i, img in enumerate(dict.fromkeys(image_ids))}
-        stats = np.zeros((len(rows), len(MME_BLOCK) * len(MME_SUBTASKS)))
-        for img, task, ok in zip(image_ids, subtasks, correct):
-            b = 4 * MME_SUBTASKS.index(task)
-            stats[rows[img], b] += bool(ok)
-            stats[rows[img], b + 2] += 1
-        for b in range(0, stats.shape[1], 4):  # per (image, subtask) present: both-correct flag and image count
-            present = stats[:, b + 2] > 0
-            stats[present, b + 1] = stats[present, b] == stats[present, b + 2]
-            stats[present, b + 3] = 1.0
-        return cls("mme", tuple(rows), stats)
+        ids, rows = mme_rows(image_ids, subtasks, [bool(c) for c in correct])
+        return cls("mme", tuple(ids), np.array(rows, dtype=np.float64).reshape(len(ids), -1))
 
 
 SeedRuns = Sequence[Mapping[str, ItemStats]]  # one cell: per seed, benchmark → ItemStats
