@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selbench.evaluators.protocols import PROTOCOLS, Column, columns_for, get_protocol, resolve_benchmarks
 from selbench.harness.store import stable_hash
@@ -71,7 +71,7 @@ class StatisticsSpec(Strict):
 
 class ExecutorSpec(Strict):
     kind: Literal["local", "docker", "ray"] = "local"
-    max_parallel: int = 1
+    max_parallel: int = Field(default=1, ge=1)
     gpus: list[int] = Field(default_factory=list)  # device ids handed out through CUDA_VISIBLE_DEVICES
     # training processes per fine-tune job (accelerate launch: DDP or the recipe's DeepSpeed ZeRO stage); with
     # `gpus` each fine-tune job gets this many devices, on CPU they are gloo processes
@@ -113,8 +113,12 @@ class RunSpec(Strict):
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, v: list) -> list:
-        for b in v:
-            Budget.parse(b)
+        labels = [Budget.parse(b).label for b in v]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"budgets {v} name the same subset twice ({', '.join(twice)})")
+        if not v:
+            raise ValueError("budgets: the spec names none")
         return v
 
     @model_validator(mode="before")
@@ -168,6 +172,12 @@ class RunSpec(Strict):
             raise ValueError(f"executor.finetune_processes {ex.finetune_processes} needs that many devices; "
                              f"executor.gpus lists {len(ex.gpus)}")
         check_processes(self.finetune, ex.finetune_processes)
+        if self.world is not None:  # the pool size is known: budgets that resolve to one count are one subset
+            counts = [Budget.parse(b).resolve(self.world.samples) for b in self.budgets]
+            same = sorted({str(b) for b, c in zip(self.budgets, counts) if counts.count(c) > 1})
+            if same:
+                raise ValueError(f"budgets {', '.join(same)} resolve to the same number of samples "
+                                 f"({self.world.samples}-sample pool)")
         labels = [s.display for s in self.selectors]
         if len(set(labels)) != len(labels):
             raise ValueError(f"selector labels must be unique: {labels}")
@@ -198,14 +208,28 @@ class RunSpec(Strict):
 
 
 def load_spec(path: str | Path) -> RunSpec:
+    """The spec at ``path``; any problem is a ValueError naming the file and, per problem, the field."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"run spec not found: {path}") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not a readable YAML file ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a run spec is a YAML mapping")
     try:
         return RunSpec(**data)
+    except ValidationError as e:
+        raise ValueError(f"{path}: " + "; ".join(_problem(err) for err in e.errors())) from None
     except Exception as e:
         raise ValueError(f"{path}: {e}") from e
+
+
+def _problem(err: Any) -> str:
+    """One pydantic error as `field.path: message (got value)`, on one line."""
+    where = ".".join(str(p) for p in err.get("loc", ())) or "spec"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    got = repr(err.get("input"))
+    got = got if len(got) <= 80 else got[:77] + "..."
+    return f"{where}: {msg}" + ("" if err.get("type") == "value_error" else f" (got {got})")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from selbench.models.data import Collator, Example
 from selbench.pool.manifest import examples, load_manifest
@@ -30,19 +30,19 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     method: Literal["lora", "full"] = "lora"
-    lr: float = 2e-4
+    lr: float = Field(default=2e-4, gt=0)
     projector_lr: float | None = 2e-5  # None: same as lr
-    epochs: float = 1.0
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    warmup_ratio: float = Field(default=0.03, ge=0, le=1)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     lora_r: int = 128
     lora_alpha: int = 256
     lora_dropout: float = 0.05
     freeze_vision: bool = True
-    max_length: int = 2048
+    max_length: int = Field(default=2048, ge=1)
     bf16: bool = False
     deepspeed: Literal["none", "zero2", "zero3"] = "none"  # LLaVA-1.5 / ScalSelect train with ZeRO-3
     seed: int = 0

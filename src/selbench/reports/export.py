@@ -16,11 +16,16 @@ _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
     "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
 }
-_LATEX_TEXT = {"±": r"$\pm$", "×": r"$\times$", "—": "--", "–": "--"}
+_LATEX_TEXT = {"±": r"$\pm$", "×": r"$\times$", "—": "--", "–": "--", "†": r"$^\dagger$", "Δ": r"$\Delta$"}
+_BREAKS = re.compile(r"[\r\n\t\v\f]+")  # a label with a line break must not break a table row
+
+
+def one_line(text: str) -> str:
+    return _BREAKS.sub(" ", text)
 
 
 def latex_escape(text: str) -> str:
-    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in one_line(text))
     for k, v in _LATEX_TEXT.items():
         out = out.replace(k, v)
     return out
@@ -67,7 +72,7 @@ _MD_ESCAPE = re.compile(r"([\\`*_\[\]|])")
 
 
 def markdown_escape(text: str) -> str:
-    return _MD_ESCAPE.sub(r"\\\1", text).replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_ESCAPE.sub(r"\\\1", one_line(text)).replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _md_cell(c: Cell) -> str:
@@ -96,6 +101,14 @@ def to_markdown(table: Table) -> str:
 
 # -------------------------------------------------------------------------------------------------- CSV
 
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet would run as a formula (CSV injection)
+
+
+def csv_safe(text: str) -> str:
+    """User text as a CSV field a spreadsheet shows as text: a leading formula character gets a quote."""
+    return "'" + text if text.startswith(_FORMULA) else text
+
+
 def to_csv(table: Table) -> str:
     """Numbers as numbers (full precision), a ``<column> std`` column wherever a column has a std over seeds,
     ``<column> low`` / ``high`` wherever it has a bootstrap CI and ``<column> p`` wherever it has a p-value; N/A
@@ -106,7 +119,7 @@ def to_csv(table: Table) -> str:
     has_p = [any(r[j].p is not None for r in table.rows) for j in range(ncol)]
     header = []
     for j, h in enumerate(table.header):
-        header.append(h or f"column {j + 1}")
+        header.append(csv_safe(h) if h else f"column {j + 1}")
         if has_std[j]:
             header.append(f"{h} std")
         if has_ci[j]:
@@ -124,7 +137,7 @@ def to_csv(table: Table) -> str:
             elif c.value is not None:
                 out.append(f"{c.value:.6g}")
             else:
-                out.append(c.text)
+                out.append(csv_safe(c.text))
             if has_std[j]:
                 out.append("" if c.std is None else f"{c.std:.6g}")
             if has_ci[j]:
