@@ -163,3 +163,15 @@ def test_generation_overrides_name_benchmarks_of_the_spec() -> None:
     assert spec.evaluation.max_new_tokens is None and spec.evaluation.generation["mmvet"]["max_new_tokens"] == 1024
     with pytest.raises(ValueError, match="evaluation.generation names ocrbench, not a benchmark of this spec"):
         RunSpec(**base, protocol="xmas_v1", evaluation={"generation": {"ocrbench": {"max_new_tokens": 8}}})
+
+
+def test_judges_are_never_a_silent_fallback() -> None:
+    from selbench.evaluators.benchmarks import get, task_for
+
+    assert task_for(get("mmbench_en"), None) == "mmbench_en_dev_static"  # the documented judge-free variant
+    assert task_for(get("mmbench_en"), "gpt-4-0613") == "mmbench_en_dev"
+    with pytest.raises(ValueError, match="mmbench_cn .*falls back to a GPT matcher.*no judge-free variant"):
+        task_for(get("mmbench_cn"), None)
+    with pytest.raises(ValueError, match="mmvet is scored by a judge model"):
+        task_for(get("mmvet"), None)
+    assert task_for(get("gqa"), None) == "gqa"

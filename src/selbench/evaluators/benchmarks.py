@@ -16,11 +16,16 @@ class Benchmark:
     scale: float = 1.0  # maximum of the metric (MME's perception is out of 2000)
     judge: bool = False  # needs a judge model (GPT-4 in the papers)
     embedded: bool = False
+    # its score falls back to a GPT matcher whenever it cannot read an answer (MMBench): without a judge it would
+    # silently burn retries and guess, so it runs ``judge_free_task`` instead where lmms-eval has one, or fails
+    judge_fallback: bool = False
+    judge_free_task: str | None = None
 
 
 REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
-    Benchmark("mmbench_en", "mmbench_en_dev", "gpt_eval_score", scale=100),
-    Benchmark("mmbench_cn", "mmbench_cn_dev", "gpt_eval_score", scale=100),
+    Benchmark("mmbench_en", "mmbench_en_dev", "gpt_eval_score", scale=100, judge_fallback=True,
+              judge_free_task="mmbench_en_dev_static"),  # regex/substring option matching, no API
+    Benchmark("mmbench_cn", "mmbench_cn_dev", "gpt_eval_score", scale=100, judge_fallback=True),
     # one run gives both MME scores: perception (out of 2000) is primary, cognition (out of 800) a second column
     Benchmark("mme", "mme", "mme_perception_score", scale=2000),
     Benchmark("ai2d", "ai2d", "exact_match"),
@@ -44,6 +49,24 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("emb_count", "emb_count", "exact_match", embedded=True),
     Benchmark("emb_ocr", "emb_ocr", "exact_match", embedded=True),
 ]}
+
+def task_for(bench: Benchmark, judge: str | None) -> str:
+    """The lmms-eval task to run for ``bench`` given the spec's judge — never a silent judge fallback: a judge-scored
+    benchmark without a judge fails; one whose score falls back to a GPT matcher runs its judge-free variant
+    (recorded in the results as the task that ran) or fails when lmms-eval has none."""
+    if judge:
+        return bench.task
+    if bench.judge:
+        raise ValueError(f"benchmark {bench.name} is scored by a judge model (GPT-4 in the papers); set "
+                         f"evaluation.judge to the judge's model name and provide its API key")
+    if bench.judge_fallback:
+        if bench.judge_free_task is None:
+            raise ValueError(f"benchmark {bench.name} ({bench.task}) falls back to a GPT matcher whenever it cannot "
+                             f"read an answer, and lmms-eval has no judge-free variant of it: set evaluation.judge "
+                             f"or leave the benchmark out")
+        return bench.judge_free_task
+    return bench.task
+
 
 def get(name: str) -> Benchmark:
     if name not in REGISTRY:

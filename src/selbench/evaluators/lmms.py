@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from selbench.evaluators.benchmarks import Benchmark, get
+from selbench.evaluators.benchmarks import Benchmark, get, task_for
 from selbench.evaluators.items import from_samples
 
 if TYPE_CHECKING:
@@ -39,12 +39,13 @@ class EvaluationError(RuntimeError):
     """An evaluation that must not become a number: names the benchmark and, where there is one, the file."""
 
 
-def task_hash(name: str, bench_dir: Path | None) -> str:
-    """Hash of what defines an embedded task: its YAML, the shared hooks and the data file."""
+def task_hash(name: str, bench_dir: Path | None, task: str | None = None) -> str:
+    """Hash of what defines an embedded task: its YAML, the shared hooks and the data file (an lmms-eval task: its
+    name, ``task`` where a judge-free variant ran)."""
     h = hashlib.sha256()
     b = get(name)
     if not b.embedded:
-        h.update(f"lmms-eval:{b.task}".encode())
+        h.update(f"lmms-eval:{task or b.task}".encode())
         return h.hexdigest()[:16]
     for f in (TASKS_DIR / f"{b.task}.yaml", TASKS_DIR / "utils.py", data_file(b, bench_dir)):
         h.update(f.read_bytes())
@@ -206,15 +207,16 @@ class LmmsEvalSession:
         bench = get(name)
         if bench.embedded:
             data_file(bench, self.bench_dir)  # raises, naming the file, when it is missing
-        if bench.judge and not self.judge:
-            raise EvaluationError(f"benchmark {name} is scored by a judge model (GPT-4 in the papers); set "
-                                  f"evaluation.judge to the judge's model name and provide its API key")
+        try:
+            task = task_for(bench, self.judge)
+        except ValueError as e:
+            raise EvaluationError(str(e)) from None
         out = self.work / name
         shutil.rmtree(out, ignore_errors=True)  # a half-written earlier attempt
         tracker = EvaluationTracker(output_path=str(out))
         t0 = time.perf_counter()
         results = evaluator.simple_evaluate(
-            model=self.lm, tasks=[bench.task], batch_size=self.batch_size, log_samples=True,
+            model=self.lm, tasks=[task], batch_size=self.batch_size, log_samples=True,
             evaluation_tracker=tracker, task_manager=self.tasks, verbosity="WARNING",
             gen_kwargs=generation_kwargs(self.max_new_tokens, self.generation.get(name)))
         seconds = time.perf_counter() - t0
@@ -227,12 +229,12 @@ class LmmsEvalSession:
         general.model_source = f"selbench {self.info['backend']}"
         general.model_name = general.model_name_sanitized = "model"
         tracker.save_results_aggregated(results=results, samples=samples, datetime_str=get_datetime_str())
-        tracker.save_results_samples(task_name=bench.task, samples=samples[bench.task])
+        tracker.save_results_samples(task_name=task, samples=samples[task])
         files = sorted(out.rglob("*_results.json"))
         if not files:
             raise EvaluationError(f"benchmark {name}: lmms-eval wrote no results JSON under {out}")
-        rows = parse_results(files[-1], bench.task, required)
-        logged = read_samples(out, bench.task)
+        rows = parse_results(files[-1], task, required)
+        logged = read_samples(out, task)
         preds = [prediction(s) for s in logged]
         failed = [p for p in preds if p.startswith(REQUEST_FAILED)]
         if failed:
@@ -240,6 +242,7 @@ class LmmsEvalSession:
             raise EvaluationError(f"benchmark {name}: {len(failed)} of {len(preds)} requests to the vLLM server "
                                   f"failed{where}: {failed[0][:200]}")
         items = from_samples(logged, bench.metric)
-        return {"rows": rows, "predictions": preds, "seconds": seconds, "task_hash": task_hash(name, self.bench_dir),
-                "judge": self.judge if bench.judge else None, "results_file": str(files[-1]),
+        return {"rows": rows, "predictions": preds, "seconds": seconds, "task": task,
+                "task_hash": task_hash(name, self.bench_dir, task),
+                "judge": self.judge if bench.judge or bench.judge_fallback else None, "results_file": str(files[-1]),
                 "items": items.to_json() if items is not None else None}

@@ -74,7 +74,8 @@ def run(job: Job, store: Store, out: Path) -> dict:
         for r in saved["rows"]:
             rows.append({"benchmark": name, **r, "primary": r["metric"] == get(name).metric,
                          "backend": saved["backend"], "lmms_eval": saved.get("lmms_eval"),
-                         "task_hash": saved["task_hash"], "judge": saved["judge"]})
+                         "task": saved.get("task", get(name).task), "task_hash": saved["task_hash"],
+                         "judge": saved["judge"]})
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     pd.DataFrame(items, columns=ITEM_COLUMNS).to_parquet(out / ITEMS, index=False)
     return {"parts": parts, "benchmarks_with_items": sorted({r["benchmark"] for r in items})}
