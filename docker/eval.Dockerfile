@@ -8,6 +8,12 @@
 ARG HARNESS_IMAGE=selbench-harness:latest
 FROM ${HARNESS_IMAGE}
 ARG VLLM_INSTALL="vllm==0.32.0"
+# vLLM's Triton kernels compile a small C launcher at run time: the image needs a C compiler (the slim base has
+# none; without it the server dies at its first request). The CUDA 12.8 stack of vLLM 0.32's torch needs an NVIDIA
+# driver >= 570 on the host.
+RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      build-essential >/dev/null \
+ && rm -rf /var/lib/apt/lists/* && cc --version | head -1
 COPY requirements/vllm-lock.txt /src/requirements/vllm-lock.txt
 COPY tools/fix_torchvision_cpu.py /src/tools/fix_torchvision_cpu.py
 RUN python3 -m venv /opt/vllm \
