@@ -9,8 +9,9 @@ ARG HARNESS_IMAGE=selbench-harness:latest
 FROM ${HARNESS_IMAGE}
 ARG VLLM_INSTALL="vllm==0.32.0"
 # vLLM's Triton kernels compile a small C launcher at run time: the image needs a C compiler (the slim base has
-# none; without it the server dies at its first request). The CUDA 12.8 stack of vLLM 0.32's torch needs an NVIDIA
-# driver >= 570 on the host.
+# none; without it the server dies at its first request). Driver floor: the host's NVIDIA driver must support the
+# CUDA runtime of the torch wheel vLLM pins (`/opt/vllm/bin/python -c "import torch; print(torch.version.cuda)"`,
+# then NVIDIA's CUDA compatibility table) — not measured here (no GPU was lent to these sessions).
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       build-essential >/dev/null \
  && rm -rf /var/lib/apt/lists/* && cc --version | head -1
