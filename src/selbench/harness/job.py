@@ -1,8 +1,13 @@
 """The one job entrypoint every executor runs: ``python -m selbench.harness.job STORE JOB_ID``.
 
-Reads the job from the store, runs its stage into a staging folder, records timings (wall seconds, GPU-seconds,
-device name, peak memory) and commits atomically. Exit code 0 = committed; anything else = failed.
-With ``SELBENCH_STAGING`` set (a sandboxed job: docs/containers.md) it writes there and the executor commits.
+Reads the job from the store, runs its stage into a staging folder and writes ``meta.json`` last, with the job's
+own timings (wall seconds, GPU-seconds, device name, peak memory, the parts breakdown). Exit code 0 = finished;
+anything else = failed.
+
+Under an executor ``SELBENCH_STAGING`` names the staging folder the executor made: the job writes there and exits;
+the executor checks the outputs, hashes them, records the wall time *it* measured and publishes the folder
+(docs/containers.md, "Trust") — the job's timings are kept as self-reported. Run by hand (no ``SELBENCH_STAGING``)
+the job commits its own folder; nothing seals it, so the next run verifies it as unsealed and redoes it.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ def execute(store_root: str, job_id: str) -> int:
     job = store.read_job(job_id)
     module, _, fn = STAGES[job.stage].partition(":")
     stage = getattr(importlib.import_module(module), fn)
-    # A sandboxed job (selector jobs under the Docker executor) sees the store read-only and writes only to the
-    # staging folder the executor gives it; the executor publishes it after a clean exit.
+    # The staging folder the executor gives it (a sandboxed selector job under Docker sees the store read-only and
+    # can write nowhere else); the executor seals and publishes it after a clean exit.
     given = os.environ.get("SELBENCH_STAGING")
     tmp = Path(given) if given else store.staging(job_id)
     t0 = time.perf_counter()
@@ -55,7 +60,7 @@ def execute(store_root: str, job_id: str) -> int:
     peak_rss = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     timings = {"wall_s": wall, "gpu_s": wall * n_gpus, "device": device, "n_gpus": n_gpus,
                "peak_rss_mb": peak_rss / 1024,
-               "peak_gpu_mb": peak_gpu, "parts": meta.pop("parts", {})}
+               "peak_gpu_mb": peak_gpu, "parts": meta.pop("parts", {}), "reported_by": "job"}
     if given:
         store.finish(job, tmp, {"timings": timings, **meta})
     else:

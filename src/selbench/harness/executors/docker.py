@@ -7,12 +7,16 @@ What a job's container gets (docs/containers.md is the contract):
   need no path translation;
 - a read-only root file system with a tmpfs /tmp (HOME), plus ``executor.env``;
 - GPUs as ``device_requests`` with explicit device ids (the scheduler's, as with CUDA_VISIBLE_DEVICES locally);
+- every job writes its outputs to the staging folder the executor made for it (``SELBENCH_STAGING``; the
+  executor checks, seals and publishes it after a clean exit: docs/containers.md, "Trust");
 - selector jobs (score / select: the code a submission brings) are sandboxed: no network, the store read-only and
-  only their staging folder writable (``SELBENCH_STAGING``; the executor publishes it after a clean exit);
-  the other stages get ``executor.docker_network`` (default none) and the store read-write;
+  only their staging folder writable; the other stages get ``executor.docker_network`` (default none) and the
+  store read-write;
 - the memory limit (``executor.memory_limit_mb``: an OOM kill is reported as such), CPUs (``threads_per_job``),
   a pid limit, the host's uid:gid (files in the store stay the user's), and the per-stage timeout.
-The container's output is appended to the job's log when it ends; the container is then removed.
+The container's output is appended to the job's log when it ends; the container is then removed. Containers are
+labelled with the runner and the store: the runner's watchdog removes them when the runner dies, and the next run
+on the store removes any whose runner is dead.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from selbench.harness.executors.local import LocalExecutor, job_env
+from selbench.harness.executors.local import LocalExecutor, job_env, runner_alive
 from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Store
 
@@ -75,15 +79,18 @@ def outermost(paths: set[Path]) -> list[Path]:
 
 
 class ContainerHandle:
-    """A running container as the scheduler sees it (same interface as ProcessHandle)."""
+    """A running container as the scheduler sees it (same interface as ProcessHandle). ``seconds`` is the
+    daemon's own measurement of the container (StartedAt → FinishedAt)."""
 
     grace = 0.0
 
-    def __init__(self, container, log: Path, memory_limit_mb: int | None, publish=None):
-        self.container, self.log, self.memory_limit_mb, self.publish = container, log, memory_limit_mb, publish
+    def __init__(self, container, log: Path, memory_limit_mb: int | None):
+        self.container, self.log, self.memory_limit_mb = container, log, memory_limit_mb
         self.timed_out: float | None = None
         self.error: str | None = None
         self.rc: int | None = None
+        self.seconds: float | None = None
+        self.n_gpus: int | None = None
 
     def poll(self) -> int | None:
         if self.rc is not None:
@@ -103,9 +110,8 @@ class ContainerHandle:
         if state.get("OOMKilled"):
             self.error = f"out of memory (container OOM-killed at its {self.memory_limit_mb} MB limit)"
         self.rc = int(state.get("ExitCode", -1))
+        self.seconds = container_seconds(state)
         self.container.remove(force=True)
-        if self.rc == 0 and self.publish is not None:
-            self.publish()
 
     def kill(self) -> None:
         if self.rc is not None:
@@ -120,6 +126,21 @@ class ContainerHandle:
             time.sleep(0.1)
 
 
+def container_seconds(state: dict) -> float | None:
+    """Wall seconds between the daemon's StartedAt and FinishedAt (RFC 3339 with nanoseconds)."""
+    from datetime import datetime
+
+    def parse(stamp: str) -> datetime:
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
+
+    try:
+        seconds = (parse(state["FinishedAt"]) - parse(state["StartedAt"])).total_seconds()
+    except (KeyError, ValueError, TypeError):
+        return None
+    return seconds if seconds >= 0 else None
+
+
 class DockerExecutor(LocalExecutor):
     def __init__(self, spec: ExecutorSpec, store: Store):
         if not spec.image:
@@ -127,11 +148,27 @@ class DockerExecutor(LocalExecutor):
         super().__init__(spec, store)
         self.docker = client(spec.docker_host)
         self.docker.images.get(spec.image)  # fail now, not per job, when the image is missing
+        self.watchdog_docker_host = spec.docker_host or ""  # "": the watchdog uses $DOCKER_HOST / the socket
 
-    def container_args(self, job: Job, gpus: tuple[int, ...] = ()) -> dict:
+    def cleanup(self) -> None:
+        """Also remove this store's containers whose runner is dead (a killed run's; the watchdog normally has)."""
+        super().cleanup()
+        store = str(self.store.root.resolve())
+        stale = [c for c in self.docker.containers.list(all=True, filters={"label": f"selbench.store={store}"})
+                 if runner_alive(c.labels.get("selbench.runner", "")) is False]
+        for c in stale:
+            try:
+                c.remove(force=True)
+            except Exception:  # removed meanwhile
+                pass
+        if stale:
+            self.on_message(f"removed {len(stale)} container(s) left by a killed run")
+
+    def container_args(self, job: Job, gpus: tuple[int, ...] = (), staging: Path | None = None) -> dict:
         from docker.types import DeviceRequest, Mount
 
         store = self.store.root.resolve()
+        staging = (staging or self.sandbox_staging(job.id)).resolve()
         sandboxed = job.stage in SELECTOR_STAGES
         mounts = [Mount(str(store), str(store), type="bind", read_only=sandboxed)]
         named = host_paths(self.lineage_configs(job)) | {Path(p).resolve() for p in self.spec.docker_mounts}
@@ -141,17 +178,18 @@ class DockerExecutor(LocalExecutor):
         env = {k: v for k, v in job_env(self.spec.threads_per_job, None).items() if k in CONTAINER_ENV}
         env["HOME"] = "/tmp"  # the root file system is read-only; caches go to the container's tmpfs
         env.update(self.spec.env)
-        if sandboxed:  # selector code writes only its staging folder; the executor publishes it
-            staging = self.sandbox_staging(job.id)
+        env.update(self.job_tags(job, staging))  # SELBENCH_STAGING: every job writes there; the executor publishes
+        if sandboxed:  # selector code writes only its staging folder
             mounts.append(Mount(str(staging), str(staging), type="bind", read_only=False))
-            env["SELBENCH_STAGING"] = str(staging)
         args: dict = {
             "command": ["python", "-m", "selbench.harness.job", str(store), job.id],
             "mounts": mounts, "environment": env, "working_dir": str(store), "detach": True,
             "user": f"{os.getuid()}:{os.getgid()}", "pids_limit": 4096,
             "read_only": True, "tmpfs": {"/tmp": "", "/dev/shm": ""},
             "network_mode": "none" if job.stage in SELECTOR_STAGES else self.spec.docker_network,
-            "labels": {"selbench.job": job.id, "selbench.stage": job.stage},
+            # the runner and the store: the watchdog and the next run remove a killed runner's containers
+            "labels": {"selbench.job": job.id, "selbench.stage": job.stage, "selbench.runner": self.token,
+                       "selbench.store": str(store)},
         }
         if self.spec.memory_limit_mb:
             args["mem_limit"] = f"{self.spec.memory_limit_mb}m"
@@ -175,22 +213,17 @@ class DockerExecutor(LocalExecutor):
         return configs
 
     def sandbox_staging(self, job_id: str) -> Path:
-        return self.store.path(job_id).with_name(f"{job_id}.tmp-sandbox").resolve()
+        """The staging folder this runner gives a job (``Store.staging`` creates it and holds its owner lock)."""
+        return self.store.staging_path(job_id).resolve()
 
-    def _launch(self, job: Job, gpus: tuple[int, ...]) -> ContainerHandle:
+    def _launch(self, job: Job, gpus: tuple[int, ...], staging: Path) -> ContainerHandle:
         log = self.store.log_path(job.id)
         image = job.config.get("image") or self.spec.image  # a submitted selector's jobs run in its own image
         with open(log, "ab") as fh:
             fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.id} in {image} "
                      f"gpus={','.join(map(str, gpus)) or '<none>'}\n".encode())
-        publish = None
-        if job.stage in SELECTOR_STAGES:
-            staging = self.sandbox_staging(job.id)
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            publish = lambda: self.store.publish(job.id, staging) if (staging / "meta.json").exists() else None  # noqa: E731
-        container = self.docker.containers.run(image, **self.container_args(job, gpus))
-        return ContainerHandle(container, log, self.spec.memory_limit_mb, publish)
+        container = self.docker.containers.run(image, **self.container_args(job, gpus, staging))
+        return ContainerHandle(container, log, self.spec.memory_limit_mb)
 
 
 def build_image(docker_client, tag: str, dockerfile: str, repo: Path, *, base_image: str,

@@ -5,8 +5,12 @@ cluster has GPUs (a fine-tune: ``executor.finetune_processes``; Ray sets CUDA_VI
 stages ask for none.
 
 Many machines: every node needs the same environment (this venv) and the store on a shared filesystem at the same
-path; the driver's PYTHONPATH and SELBENCH_* variables travel with each task. ``executor.ray_address`` names the
-cluster (``host:port``); without it a private single-node cluster is started for the run and stopped after.
+path; the driver's PYTHONPATH and SELBENCH_* variables travel with each task. The driver's scheduler (the local
+executor's) creates each job's staging folder, and seals and publishes it when the task reports exit 0; the task
+measures the job's wall seconds on its node. A job process dies with the Ray worker that started it
+(``PR_SET_PDEATHSIG``); the driver's watchdog kills tagged job processes on the driver's host.
+``executor.ray_address`` names the cluster (``host:port``); without it a private single-node cluster is started for
+the run and stopped after.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ def run_job_task(store_root: str, job_id: str, timeout_s: float | None, memory_l
     root = Path(store_root)
     gpus = ",".join(str(g) for g in ray.get_gpu_ids())  # what Ray granted this task; none for CPU stages
     env = job_env(threads, gpus, extra_env)
-    handle = ProcessHandle(start_job_process(root, job_id, root / "logs" / f"{job_id}.log", env, memory_limit_mb))
+    tags: dict[str, str] = {k: extra_env[k] for k in ("SELBENCH_RUNNER", "SELBENCH_JOB") if k in extra_env}
+    handle = ProcessHandle(start_job_process(root, job_id, root / "logs" / f"{job_id}.log", env, memory_limit_mb),
+                           tags)
     proc, t0, timed_out = handle.proc, time.monotonic(), None
     while proc.poll() is None:
         if timeout_s is not None and time.monotonic() - t0 > timeout_s:
@@ -48,7 +54,9 @@ def run_job_task(store_root: str, job_id: str, timeout_s: float | None, memory_l
             timed_out = timeout_s
             break
         time.sleep(0.2)
-    return {"rc": proc.returncode, "timed_out": timed_out, "seconds": time.monotonic() - t0}
+    # measured here, outside the job process, on the node that ran it: the job's wall time the store records
+    return {"rc": proc.returncode, "timed_out": timed_out, "seconds": time.monotonic() - t0,
+            "n_gpus": len(gpus.split(",")) if gpus else 0}
 
 
 class RayTaskHandle:
@@ -62,6 +70,8 @@ class RayTaskHandle:
         self.rc: int | None = None
         self.timed_out: float | None = None
         self.error: str | None = None
+        self.seconds: float | None = None
+        self.n_gpus: int | None = None
 
     def poll(self) -> int | None:
         import ray
@@ -72,6 +82,7 @@ class RayTaskHandle:
                 try:
                     out = ray.get(self.ref)
                     self.rc, self.timed_out = out["rc"], out["timed_out"]
+                    self.seconds, self.n_gpus = out["seconds"], out["n_gpus"]
                 except Exception as e:  # worker died, node lost, task cancelled: the cell says so
                     self.rc = -1
                     first = str(e).splitlines()[0] if str(e) else ""
@@ -120,9 +131,10 @@ class RayExecutor(LocalExecutor):
             if started:
                 ray.shutdown()
 
-    def _launch(self, job: Job, gpus: tuple[int, ...]) -> RayTaskHandle:
+    def _launch(self, job: Job, gpus: tuple[int, ...], staging: Path) -> RayTaskHandle:
         extra = {k: v for k, v in os.environ.items() if k == "PYTHONPATH" or k.startswith("SELBENCH_")}
         extra.update(self.spec.env)
+        extra.update(self.job_tags(job, staging))  # the staging folder (shared filesystem) and the runner's tags
         options = {"num_cpus": self.spec.threads_per_job or 1,
                    "num_gpus": self.devices_needed(job) if self._gpu_jobs else 0}
         ref = self._remote.options(**options).remote(

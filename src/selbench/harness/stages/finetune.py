@@ -2,7 +2,8 @@
 
 Exports a checkpoint plain HF and vLLM can load: LoRA merged into the base. With ``processes`` > 1 in the job
 (``executor.finetune_processes``: one per GPU the job gets) or a DeepSpeed recipe, training runs as that many
-processes under ``accelerate launch`` (selbench.models.launch); otherwise in this process.
+processes under ``accelerate launch`` (selbench.models.launch); otherwise in this process. The selection is
+re-validated here (``checked_selection``: exact budget, unique, in the pool, uids matching) before training.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import json
 from pathlib import Path
 
 from selbench.harness.contracts import FinetuneConfig
-from selbench.harness.stages.select import SELECTION
+from selbench.harness.stages.select import checked_selection
 from selbench.harness.store import Job, Store
 from selbench.models.launch import STATE, load_trained, train_distributed
 from selbench.models.training import merge_for_export, train_on_pool
+from selbench.pool.manifest import load_manifest
 from selbench.progress import progress_bar
 
 
@@ -24,7 +26,8 @@ def run(job: Job, store: Store, out: Path) -> dict:
     c = FinetuneConfig.parse(job)
     recipe, processes = c.recipe, c.processes
     manifest = store.path(job.deps["pool"]) / "manifest.parquet"
-    indices = json.loads((store.path(job.deps["select"]) / f"{SELECTION}.json").read_text())["indices"]
+    # the harness's check of the selection, not the selector's: before any training
+    indices = checked_selection(store, store.read_job(job.deps["select"]), load_manifest(manifest))
     with progress_bar(f"fine-tune on {len(indices)} samples") as advance:
         on_step = lambda s, total, loss: advance(1, total=total, info=f"loss {loss:.3f}")  # noqa: E731
         if processes > 1 or recipe.deepspeed != "none":
