@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _json_str  # what json.dumps(str, ensure_ascii=False) uses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from selbench.pool.llava import PoolReport, Sample, read_pool
+from selbench.pool.llava import PoolReport, read_pool
 
 MANIFEST_VERSION = 1
 COLUMNS = ["index", "uid", "source_id", "row", "image", "image_sha256", "turns", "n_turns", "skill"]
@@ -58,33 +61,63 @@ def examples(pool: Manifest, indices: Iterable[int] | None = None) -> list[Examp
     return [Example(pool.turns(i), pool.image_path(i)) for i in idx]
 
 
-def _content_hash(samples: list[Sample]) -> str:
+FINGERPRINT_COLUMNS = ["uid", "image", "image_sha256", "turns"]
+
+
+def _row_texts(table: pa.Table, chunk: int = 8192) -> Iterator[list[str]]:
+    """Each row as ``json.dumps([uid, image, image_sha256, turns], ensure_ascii=False)`` — with the turns column
+    inserted verbatim (it is that JSON already) — a chunk at a time."""
+    for batch in table.select(FINGERPRINT_COLUMNS).to_batches(max_chunksize=chunk):
+        uids, images, shas, turns = (c.to_pylist() for c in batch.columns)
+        yield [f"[{_json_str(u)}, {'null' if i is None else _json_str(i)}, {'null' if s is None else _json_str(s)}, "
+               f"{t}]" for u, i, s, t in zip(uids, images, shas, turns, strict=True)]
+
+
+def content_hash(table: pa.Table) -> str:
+    """The pool's fingerprint: sha256 over every kept row's uid, image path, image sha256 (of the file's bytes)
+    and normalised turns, in order. Same formula since manifest version 1, so existing manifests keep their hash."""
     h = hashlib.sha256(f"selbench-manifest-v{MANIFEST_VERSION}".encode())
-    for s in samples:
-        h.update(json.dumps([s.uid, s.image, s.image_sha256, s.turns], ensure_ascii=False).encode())
+    for texts in _row_texts(table):
+        h.update("".join(texts).encode())
     return h.hexdigest()
 
 
+def _skill(value: object) -> str | None:
+    return value if value is None or isinstance(value, str) else json.dumps(value)
+
+
+def _frame_table(report: PoolReport) -> pa.Table:
+    if report.table is not None:
+        t = report.table
+    else:  # a report assembled by hand from samples
+        s = report.samples
+        t = pa.table({
+            "row": pa.array([x.row for x in s], pa.int64()),
+            "uid": pa.array([x.uid for x in s], pa.large_string()),
+            "source_id": pa.array([x.source_id for x in s], pa.large_string()),
+            "image": pa.array([x.image for x in s], pa.large_string()),
+            "image_sha256": pa.array([x.image_sha256 for x in s], pa.large_string()),
+            "turns": pa.array([json.dumps(x.turns, ensure_ascii=False) for x in s], pa.large_string()),
+            "n_turns": pa.array([len(x.turns) // 2 for x in s], pa.int64()),
+            "skill": pa.array([_skill(x.extra.get("skill")) for x in s], pa.large_string()),
+        })
+    index = pa.array(np.arange(t.num_rows, dtype=np.int64))
+    return pa.table({"index": index, **{c: t[c] for c in COLUMNS[1:]}})
+
+
 def build_manifest(report: PoolReport, image_root: str | Path) -> Manifest:
-    rows = [
-        {
-            "index": i,
-            "uid": s.uid,
-            "source_id": s.source_id,
-            "row": s.row,
-            "image": s.image,
-            "image_sha256": s.image_sha256,
-            "turns": json.dumps(s.turns, ensure_ascii=False),
-            "n_turns": len(s.turns) // 2,
-            "skill": s.extra.get("skill"),
-        }
-        for i, s in enumerate(report.samples)
-    ]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    return Manifest(frame, Path(image_root), _content_hash(report.samples), report.path)
+    table = _frame_table(report)
+    return Manifest(table.to_pandas(), Path(image_root), content_hash(table), report.path)
+
+
+ROW_GROUP = 65_536  # rows per parquet row group (written from one contiguous slice: bytes independent of chunking)
 
 
 def save_manifest(manifest: Manifest, path: str | Path) -> Path:
+    """Write the manifest as parquet. The layout depends only on the rows, never on how the frame happens to be
+    chunked in memory, so the same pool always gives the same bytes; memory beyond the frame is one row group."""
+    import pyarrow.parquet as pq
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -94,12 +127,11 @@ def save_manifest(manifest: Manifest, path: str | Path) -> Path:
         b"selbench.source": manifest.source.encode(),
         b"selbench.manifest_version": str(MANIFEST_VERSION).encode(),
     }
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.Table.from_pandas(manifest.frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-    pq.write_table(table, tmp)
+    with pq.ParquetWriter(tmp, table.schema) as writer:
+        for start in range(0, max(table.num_rows, 1), ROW_GROUP):
+            writer.write_table(table.slice(start, ROW_GROUP).combine_chunks())
     tmp.replace(path)
     return path
 
@@ -118,9 +150,20 @@ def load_manifest(path: str | Path) -> Manifest:
 
 
 def manifest_from_pool(
-    pool: str | Path, images: str | Path | None = None, *, strict: bool = False
+    pool: str | Path,
+    images: str | Path | None = None,
+    *,
+    strict: bool = False,
+    decode_images: bool = False,
+    workers: int | None = None,
+    image_cache: str | Path | None = None,
+    cache_rows: bool = True,
+    progress: bool = True,
 ) -> tuple[Manifest, PoolReport]:
+    """Read, validate and index a pool in one streaming pass (options as ``read_pool``). The report's
+    ``samples`` are built only if asked for; the manifest comes from the columns."""
     pool = Path(pool)
     image_root = Path(images) if images is not None else pool.parent
-    report = read_pool(pool, image_root, strict=strict)
+    report = read_pool(pool, image_root, strict=strict, decode_images=decode_images, workers=workers,
+                       image_cache=image_cache, cache_rows=cache_rows, progress=progress)
     return build_manifest(report, image_root), report
