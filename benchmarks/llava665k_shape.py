@@ -198,6 +198,15 @@ def _write_images(folder: Path, n: int, seed: list[int], size: tuple[int, int]) 
 
 
 def _rss_mb(who: int) -> float:
+    """Peak RSS in MB. This process: VmHWM (its own address space's high-water mark; ``ru_maxrss`` would keep the
+    parent's peak across exec). Children (the workers, forked while this process was small): ``ru_maxrss``."""
+    if who == resource.RUSAGE_SELF:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
     return resource.getrusage(who).ru_maxrss / 1024  # kilobytes on Linux
 
 

@@ -5,15 +5,16 @@
                                                              # + the LLaVA-665K-shaped pool (~6 min to generate
                                                              #   once, ~1.4 GB under the bench dir; runs ~6 min)
 
-Each run is a subprocess (``benchmarks/llava665k_shape.py check``), so its peak RSS is its own (``ru_maxrss``;
-the image/parse workers' peak separately). Cold = empty caches (the OS page cache stays warm: these machines
-cannot drop it); warm = the same cache folder again (image checks + parsed rows), i.e. a re-check of an
-unchanged pool. Data lives under ``$SELBENCH_BENCH_DIR`` (default
+Each run is a subprocess (``benchmarks/llava665k_shape.py check``), so its peak RSS is its own (VmHWM; the
+image/parse workers' peak, ``ru_maxrss`` of its children, separately). Cold = empty caches (the OS page cache
+stays warm: these machines cannot drop it); warm = the same cache folder again (image checks + parsed rows),
+i.e. a re-check of an unchanged pool. Data lives under ``$SELBENCH_BENCH_DIR`` (default
 ``.cache/bench``) and is generated once (seeded, reused while its parameters match).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -80,7 +81,7 @@ def test_pool_check(benchmark, tmp_path: Path, name: str, workers: int, state: s
     assert out["stats"]["images_cached"] == (out["stats"]["unique_images"] if warm else 0)
     # determinism: every configuration gives the same fingerprint and the same manifest bytes
     RESULTS[(name, state, workers)] = {"fingerprint": out["fingerprint"],
-                                       "manifest": (tmp_path / "m.parquet").read_bytes()}
+                                       "manifest": hashlib.sha256((tmp_path / "m.parquet").read_bytes()).hexdigest()}
     same = [v for (n, _, _), v in RESULTS.items() if n == name]
     assert all(v == same[0] for v in same)
     if name == "665k":

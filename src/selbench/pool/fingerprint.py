@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from selbench.pool.errors import PoolError
-from selbench.pool.manifest import Manifest, _row_texts, load_manifest
+from selbench.pool.manifest import Manifest, _row_texts
 
 MIN_PREFIX = 12  # an abbreviated fingerprint (as `selbench pool check` prints) must have at least this many hex digits
 
@@ -64,39 +65,63 @@ class FingerprintDiff:
         return f"{rows}; {images}"
 
 
-def _load(m: Manifest | str | Path) -> Manifest:
-    return m if isinstance(m, Manifest) else load_manifest(m)
+_COLUMNS = ["uid", "image", "image_sha256", "turns"]
 
 
-def _row_digests(m: Manifest) -> pd.DataFrame:
-    """uid → a 64-bit digest of the row's fingerprinted content (uid, image, image sha256, turns)."""
+@dataclass
+class _Summary:
+    """What comparing needs of one manifest: per-row digests and unique images (never the whole text)."""
+
+    fingerprint: str
+    source: str
+    rows: pd.DataFrame  # uid, digest (64-bit, of the row's fingerprinted content), pos
+    images: pd.DataFrame  # image, image_sha256 — unique paths
+
+
+def _summarise(m: Manifest | str | Path) -> _Summary:
+    """From a Manifest, or streamed from a manifest file (one row group at a time: bounded memory)."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(m.frame[["uid", "image", "image_sha256", "turns"]], preserve_index=False)
-    digests = np.fromiter(
-        (int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little", signed=True)
-         for texts in _row_texts(table) for t in texts), np.int64, len(m))
-    return pd.DataFrame({"uid": m.frame["uid"].to_numpy(), "digest": digests, "pos": np.arange(len(m))})
+    tables: Iterable[pa.Table]
+    if isinstance(m, Manifest):
+        tables = [pa.Table.from_pandas(m.frame[_COLUMNS], preserve_index=False)]
+        fingerprint, source = m.content_hash, m.source
+    else:
+        pf = pq.ParquetFile(m)
+        meta = pf.schema_arrow.metadata or {}
+        fingerprint, source = meta[b"selbench.content_hash"].decode(), str(m)
+        tables = (pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=65_536, columns=_COLUMNS))
+    uids: list[pd.Series] = []
+    digests: list[int] = []
+    images: list[pd.DataFrame] = []
+    for t in tables:
+        digests += [int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
+                    for texts in _row_texts(t) for text in texts]
+        uids.append(t["uid"].to_pandas())
+        img = t.select(["image", "image_sha256"]).to_pandas()
+        images.append(img[img["image"].notna()].drop_duplicates("image"))
+    n = len(digests)
+    rows = pd.DataFrame({"uid": pd.concat(uids, ignore_index=True) if uids else pd.Series([], dtype=str),
+                         "digest": np.array(digests, np.int64), "pos": np.arange(n)})
+    unique = (pd.concat(images, ignore_index=True).drop_duplicates("image") if images
+              else pd.DataFrame({"image": [], "image_sha256": []}))
+    return _Summary(fingerprint, source, rows, unique)
 
 
 def compare_pools(a: Manifest | str | Path, b: Manifest | str | Path) -> FingerprintDiff:
     """What differs between two manifests (objects or parquet paths): rows by uid, images by path."""
-    ma, mb = _load(a), _load(b)
-    ra, rb = _row_digests(ma), _row_digests(mb)
+    sa, sb = _summarise(a), _summarise(b)
+    ra, rb = sa.rows, sb.rows
     both = ra.merge(rb, on="uid", how="inner", suffixes=("_a", "_b"))
     changed = int((both["digest_a"] != both["digest_b"]).sum())
     order_changed = not np.array_equal(np.argsort(both["pos_a"].to_numpy(), kind="stable"),
                                        np.argsort(both["pos_b"].to_numpy(), kind="stable"))
-
-    def images(m: Manifest) -> pd.DataFrame:
-        f = m.frame[["image", "image_sha256"]]
-        return f[f["image"].notna()].drop_duplicates("image")
-
-    ia, ib = images(ma), images(mb)
+    ia, ib = sa.images, sb.images
     common = ia.merge(ib, on="image", how="inner", suffixes=("_a", "_b"))
     sha_a, sha_b = common["image_sha256_a"].fillna(""), common["image_sha256_b"].fillna("")
     return FingerprintDiff(
-        ma.content_hash, mb.content_hash, len(ma), len(mb),
+        sa.fingerprint, sb.fingerprint, len(ra), len(rb),
         rows_added=len(rb) - len(both), rows_removed=len(ra) - len(both), rows_changed=changed,
         order_changed=order_changed, images_a=len(ia), images_b=len(ib),
         images_added=len(ib) - len(common), images_removed=len(ia) - len(common),
@@ -126,8 +151,8 @@ def check_fingerprint(manifest: Manifest, expected: str, reference: Manifest | s
         raise PoolError(f"{head}. The pool differs from the fixed one: it has {len(manifest):,} rows and "
                         f"{images:,} unique images. Compare with the fixed pool's manifest to see which rows and "
                         "images differ.")
-    ref = _load(reference)
-    diff = compare_pools(ref, manifest)
-    note = "" if ref.content_hash.startswith(want) else \
-        f" (note: the reference's own fingerprint is {ref.content_hash}, not the expected one)"
-    raise PoolError(f"{head}. Compared with the reference {ref.source} ({len(ref):,} rows){note}: {diff}.")
+    diff = compare_pools(reference, manifest)
+    note = "" if diff.fingerprint_a.startswith(want) else \
+        f" (note: the reference's own fingerprint is {diff.fingerprint_a}, not the expected one)"
+    source = reference.source if isinstance(reference, Manifest) else str(reference)
+    raise PoolError(f"{head}. Compared with the reference {source} ({diff.rows_a:,} rows){note}: {diff}.")

@@ -64,21 +64,48 @@ def examples(pool: Manifest, indices: Iterable[int] | None = None) -> list[Examp
 FINGERPRINT_COLUMNS = ["uid", "image", "image_sha256", "turns"]
 
 
-def _row_texts(table: pa.Table, chunk: int = 8192) -> Iterator[list[str]]:
-    """Each row as ``json.dumps([uid, image, image_sha256, turns], ensure_ascii=False)`` — with the turns column
-    inserted verbatim (it is that JSON already) — a chunk at a time."""
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'  # what json.dumps(str, ensure_ascii=False) escapes: quote, backslash, controls
+
+
+def _json_literals(arr: pa.Array) -> pa.Array:
+    """Each value as ``json.dumps(value, ensure_ascii=False)`` (None → ``null``): quoted by an arrow kernel,
+    unless some value needs escaping (then by json's own encoder)."""
+    import pyarrow.compute as pc
+
+    if pc.any(pc.match_substring_regex(arr, _NEEDS_ESCAPE)).as_py():
+        return pa.array(["null" if v is None else _json_str(v) for v in arr.to_pylist()], pa.large_string())
+    quote = pa.scalar('"', pa.large_string())
+    return pc.fill_null(pc.binary_join_element_wise(quote, arr, quote, pa.scalar("", pa.large_string())), "null")
+
+
+def _row_text_arrays(table: pa.Table, chunk: int = 65_536) -> Iterator[pa.Array]:
+    """Each row as ``json.dumps([uid, image, image_sha256, turns], ensure_ascii=False)`` — the turns column
+    inserted verbatim (it is that JSON already) — as arrow strings, a chunk at a time."""
+    import pyarrow.compute as pc
+
+    text = {t: pa.scalar(t, pa.large_string()) for t in ("[", ", ", "]", "")}
     for batch in table.select(FINGERPRINT_COLUMNS).to_batches(max_chunksize=chunk):
-        uids, images, shas, turns = (c.to_pylist() for c in batch.columns)
-        yield [f"[{_json_str(u)}, {'null' if i is None else _json_str(i)}, {'null' if s is None else _json_str(s)}, "
-               f"{t}]" for u, i, s, t in zip(uids, images, shas, turns, strict=True)]
+        uid, image, sha, turns = (c.cast(pa.large_string()) for c in batch.columns)
+        yield pc.binary_join_element_wise(
+            text["["], _json_literals(uid), text[", "], _json_literals(image), text[", "], _json_literals(sha),
+            text[", "], turns, text["]"], text[""])
+
+
+def _row_texts(table: pa.Table) -> Iterator[list[str]]:
+    for arr in _row_text_arrays(table):
+        yield arr.to_pylist()
 
 
 def content_hash(table: pa.Table) -> str:
     """The pool's fingerprint: sha256 over every kept row's uid, image path, image sha256 (of the file's bytes)
-    and normalised turns, in order. Same formula since manifest version 1, so existing manifests keep their hash."""
+    and normalised turns, in order. Same formula since manifest version 1, so existing manifests keep their hash.
+    The rows' text is hashed straight from arrow's buffer (no Python string per row)."""
     h = hashlib.sha256(f"selbench-manifest-v{MANIFEST_VERSION}".encode())
-    for texts in _row_texts(table):
-        h.update("".join(texts).encode())
+    for arr in _row_text_arrays(table):
+        if len(arr):
+            offsets = memoryview(arr.buffers()[1]).cast("q")  # int64 offsets of a large_string array
+            start, end = offsets[arr.offset], offsets[arr.offset + len(arr)]
+            h.update(memoryview(arr.buffers()[2])[start:end])
     return h.hexdigest()
 
 
