@@ -48,28 +48,34 @@ def pool_check(
     strict: bool = typer.Option(False, help="Fail on the first bad row report instead of skipping."),
     manifest: Path | None = typer.Option(None, help="Write the validated manifest (parquet) here."),
     report: Path | None = typer.Option(None, help="Write every skipped row (JSON) here."),
+    workers: int | None = typer.Option(None, min=1, help="Image-check worker processes (default: one per core)."),
+    decode: bool = typer.Option(False, help="Fully decode every image (default: header, size, truncation)."),
+    cache: Path | None = typer.Option(Path(".cache/selbench/pool"), help="Image-check cache folder (a re-check "
+                                      "of an unchanged pool only stats its images); --no-cache: none."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Check every image again."),
 ) -> None:
-    """Validate a pool: every bad row is reported with its index, id and reason."""
-    from selbench.pool.llava import PoolError, read_pool
-    from selbench.pool.manifest import build_manifest, save_manifest
+    """Validate a pool: every bad row is reported with its index, id and reason; prints the pool's fingerprint."""
+    from selbench.pool.llava import PoolError
+    from selbench.pool.manifest import manifest_from_pool, save_manifest
 
     try:
-        rep = read_pool(pool, images, strict=strict)
+        m, rep = manifest_from_pool(pool, images, strict=strict, decode_images=decode, workers=workers,
+                                    image_cache=None if no_cache else cache)
     except PoolError as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
     table = Table("row", "id", "reason", title=f"{len(rep.issues)} skipped rows" if rep.issues else None)
-    for issue in rep.issues[:200]:
-        table.add_row(str(issue.row), str(issue.id), issue.reason)
+    for issue in rep.issues[:200]:  # ids and reasons are data, not rich markup
+        table.add_row(str(issue.row), escape(str(issue.id)), escape(issue.reason))
     if rep.issues:
         console.print(table)
-    console.print(rep.summary())
+    console.print(escape(rep.summary()))
+    console.print(f"fingerprint: {m.content_hash}  ({len(m)} samples)")
     if report:
         report.write_text(json.dumps([i.__dict__ for i in rep.issues], indent=1))
     if manifest:
-        m = build_manifest(rep, images if images is not None else pool.parent)
         save_manifest(m, manifest)
-        console.print(f"manifest: {manifest} ({len(m)} samples, content hash {m.content_hash[:12]})")
+        console.print(f"manifest: {escape(str(manifest))}")
 
 
 @models_app.command("assemble")

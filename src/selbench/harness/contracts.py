@@ -56,6 +56,8 @@ class PrepareConfig(StageConfig):
     images: str | None
     strict: bool
     file: str  # path:size:mtime of the pool file, so an edited pool is a new job
+    fingerprint: str | None = None  # a pinned pool (set only when the spec pins one)
+    reference_manifest: str | None = None
 
 
 class ScoreConfig(StageConfig):

@@ -65,8 +65,9 @@ def build_plan(spec: RunSpec) -> Plan:
         job = Job(config.stage, config.canonical(), deps or {}, cell or {})
         return jobs.setdefault(job.id, job)
 
+    pinned = {k: str(v) for k in ("fingerprint", "reference_manifest") if (v := getattr(spec.pool, k))}
     prepare = add(PrepareConfig(pool=str(spec.pool.path), images=str(spec.pool.images) if spec.pool.images else None,
-                                strict=spec.pool.strict, file=_file_id(spec.pool.path)))
+                                strict=spec.pool.strict, file=_file_id(spec.pool.path), **pinned))
     fingerprints = {w: model_fingerprint(getattr(spec, w)) for w in ("target", "proxy")}  # once per plan
     ev = spec.evaluation
     generation = {"generation": ev.generation} if ev.generation else {}  # in the key only when given

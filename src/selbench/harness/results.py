@@ -24,11 +24,13 @@ def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict[str, Outcome
             ) -> tuple[pd.DataFrame, pd.DataFrame]:
     spec_hash = spec.fingerprint()
     rows, timing_rows, items = [], [], []
+    prep = plan.reference.jobs["prepare"]
+    fingerprint = store.meta(prep).get("content_hash") if store.done(prep) else None  # the pool it ran on
     for cell in [plan.reference, *plan.cells]:
         lineage = {f"{stage}_job": jid for stage, jid in cell.jobs.items()}
         ev = cell.jobs["evaluate"]
-        base = {"run": spec.name, "spec_hash": spec_hash, "selector": cell.selector, "budget": cell.budget,
-                "seed": cell.seed, **lineage}
+        base = {"run": spec.name, "spec_hash": spec_hash, "pool_fingerprint": fingerprint, "selector": cell.selector,
+                "budget": cell.budget, "seed": cell.seed, **lineage}
         failed = next((statuses[j] for j in cell.jobs.values() if j in statuses
                        and statuses[j].status in FAILED), None)
         t: dict[str, Any] = {**base, "status": "done" if store.done(ev) else (failed.status if failed else "missing"),

@@ -24,6 +24,10 @@ class PoolSpec(Strict):
     path: Path
     images: Path | None = None
     strict: bool = False
+    # a fixed pool: its fingerprint (`selbench pool check` prints it; 12+ hex digits) and, optionally, the fixed
+    # pool's manifest, so a mismatch says how many rows and images differ. Checked before any GPU work.
+    fingerprint: str | None = None
+    reference_manifest: Path | None = None
 
 
 class WorldSpec(Strict):

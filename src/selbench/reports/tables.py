@@ -77,6 +77,13 @@ class RunData:
         pool = self.spec.get("pool") or {}
         return Path(str(pool.get("path", "pool"))).stem
 
+    @property
+    def fingerprint(self) -> str | None:
+        """The pool's fingerprint as the prepare stage computed it (None for runs recorded before it)."""
+        col = self.timings.get("pool_fingerprint") if not self.timings.empty else None
+        values = {v for v in col.dropna()} if col is not None else set()
+        return values.pop() if len(values) == 1 else None
+
 
 def load_run(run_dir: str | Path, decimals: int = 1) -> RunData:
     """A run folder as written by the harness: ``results.parquet``, ``timings.parquet``, ``spec.json``."""
