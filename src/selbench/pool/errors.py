@@ -24,3 +24,15 @@ def short_repr(value: object, limit: int = 60) -> str:
     """``repr`` cut to ``limit`` characters: messages quote bad values, never megabytes of them."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def is_utf8(text: str) -> bool:
+    """False for text that cannot be stored as UTF-8: a lone surrogate, whether from a JSON escape such as
+    ``\\ud800`` or left by ``surrogateescape`` for a byte that failed to decode."""
+    if text.isascii():  # a flag on the string object: O(1)
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from selbench.pool.errors import PoolError, PoolIssue
+from selbench.pool.errors import PoolError, PoolIssue, is_utf8
 
 CHUNK_BYTES = 1 << 22  # read size; rows are a few KB, so one chunk holds thousands of them
 MAX_ROW_CHARS = 1 << 26  # 64 Mi characters: a row longer than this is not buffered further
@@ -76,15 +76,6 @@ class Segment:
     error: tuple[str, int, int, int | None] | None = None  # (message, line, col, row), exact segments only
 
 
-def _utf8_clean(text: str) -> bool:
-    """No byte of ``text`` failed to decode (surrogateescape leaves a lone surrogate for each such byte)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _id_of(value: Any) -> str | None:
@@ -216,7 +207,7 @@ class _ArrayParser:
             text = text.removeprefix(_BOM)
             self.base += 3 if raw.startswith(b"\xef\xbb\xbf") else 0
         self.buf = self.buf[pos:] + text
-        self.dirty = not _utf8_clean(self.buf)
+        self.dirty = not is_utf8(self.buf)
         if self.end_char is None and (self.head >= self.seg.end or self.eof):
             # the window now holds byte seg.end: find its character index (element starts are ASCII, so the
             # comparison "row start ≥ end" is exact in characters once this is)

@@ -20,7 +20,7 @@ from json.encoder import encode_basestring as _json_str  # what json.dumps(str, 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
-from selbench.pool.errors import PoolError, PoolIssue, short_repr
+from selbench.pool.errors import PoolError, PoolIssue, is_utf8, short_repr
 from selbench.pool.images import confine
 
 if TYPE_CHECKING:
@@ -202,15 +202,6 @@ def _parse_turns_slowly(conv: Any, has_image: bool) -> tuple[tuple[tuple[str, st
     return tuple(turns), None
 
 
-def _utf8(text: str) -> bool:
-    """False for text that cannot be stored: a lone surrogate from a JSON escape such as ``\\ud800``."""
-    if text.isascii():  # a flag on the string object: O(1)
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def turns_json(turns: tuple[tuple[str, str], ...]) -> str:
@@ -243,10 +234,10 @@ def parse_row(rec: Any) -> ParsedRow | str:
     if reason:
         return reason
     text = turns_json(turns)
-    if not (_utf8(text) and _utf8(sid) and (image is None or _utf8(image))):
+    if not (is_utf8(text) and is_utf8(sid) and (image is None or is_utf8(image))):
         return "text: invalid Unicode (a lone surrogate such as \\ud800)"
     skill = rec.get("skill")
-    if skill is not None and not (isinstance(skill, str) and _utf8(skill)):
+    if skill is not None and not (isinstance(skill, str) and is_utf8(skill)):
         skill = json.dumps(skill)  # the manifest's skill column holds text
     extra = {k: v for k, v in rec.items() if k not in _EXTRA_SKIP}
     return ParsedRow(sid, image, text, len(turns) // 2, skill, json.dumps(extra) if extra else None)

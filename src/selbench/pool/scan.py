@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc  # noqa: F401  (pa.ipc)
 
 from selbench.pool import jsonstream
-from selbench.pool.errors import PoolError, PoolIssue
+from selbench.pool.errors import PoolError, PoolIssue, is_utf8
 from selbench.pool.images import (
     DECODE,
     HEADER,
@@ -49,7 +49,7 @@ from selbench.pool.images import (
     start_workers,
 )
 from selbench.pool.jsonstream import Located, Reset, Segment, read_segment
-from selbench.pool.llava import PoolReport, _utf8, parse_row
+from selbench.pool.llava import PoolReport, parse_row
 
 FLUSH = 16_384  # rows per arrow batch (their Python objects are the reader's transient memory)
 PARALLEL_FROM_BYTES = 1 << 20  # smaller pools are read in this process (worker start-up would dominate)
@@ -424,7 +424,7 @@ def _id_counts(source_ids: pa.ChunkedArray, bad_ids: list[str]) -> np.ndarray:
     n = len(source_ids)
     if n == 0:
         return np.zeros(0, np.int64)
-    bad_ids = [i for i in bad_ids if _utf8(i)]  # an id with a lone surrogate is never a kept row's
+    bad_ids = [i for i in bad_ids if is_utf8(i)]  # an id with a lone surrogate is never a kept row's
     every = pa.chunked_array([*source_ids.chunks, pa.array(bad_ids, pa.large_string())],
                              pa.large_string()).combine_chunks()
     codes = pc.dictionary_encode(every).indices.to_numpy()
