@@ -33,6 +33,11 @@ class Intervals:
     confidence: float
     random_label: str | None
 
+    def cell(self, selector: str, budget: str) -> pd.Series | None:
+        """The row of one (selector, budget) cell, if it took part."""
+        hit = self.cells[(self.cells["selector"] == selector) & (self.cells["budget"] == budget)]
+        return hit.iloc[0] if len(hit) else None
+
     def info(self) -> dict:
         return {"replicates": self.replicates, "seed": self.seed, "confidence": self.confidence,
                 "method": "paired percentile bootstrap over benchmark items (and seeds, where a cell has several)",

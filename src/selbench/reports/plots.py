@@ -115,13 +115,10 @@ def arp_vs_budget(run: RunData, out: Path) -> Figure:
 
 def _ci(run: RunData, selector: str, budget: str) -> tuple[float, float] | None:
     """The cell's bootstrap CI of ARP, where the run has one."""
-    ci = run.intervals
-    if ci is None:
+    row = run.intervals.cell(selector, budget) if run.intervals is not None else None
+    if row is None or pd.isna(row["arp_low"]):
         return None
-    hit = ci.cells[(ci.cells["selector"] == selector) & (ci.cells["budget"] == budget)]
-    if not len(hit) or pd.isna(hit.iloc[0]["arp_low"]):
-        return None
-    return float(hit.iloc[0]["arp_low"]), float(hit.iloc[0]["arp_high"])
+    return float(row["arp_low"]), float(row["arp_high"])
 
 
 def arp_vs_osc(run: RunData, out: Path) -> Figure:

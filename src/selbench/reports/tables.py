@@ -234,11 +234,7 @@ def _ci_caption(run: RunData) -> str:
 
 
 def _interval_row(run: RunData, selector: str, budget: str) -> pd.Series | None:
-    ci = run.intervals
-    if ci is None:
-        return None
-    hit = ci.cells[(ci.cells["selector"] == selector) & (ci.cells["budget"] == budget)]
-    return hit.iloc[0] if len(hit) else None
+    return run.intervals.cell(selector, budget) if run.intervals is not None else None
 
 
 def _with_ci(run: RunData, cell: Cell, selector: str, budget: str) -> Cell:
