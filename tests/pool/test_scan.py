@@ -108,11 +108,13 @@ def test_unusable_cache_is_reported_not_fatal(pool: Path, tmp_path: Path) -> Non
 
 
 def test_header_check_by_default_full_decode_on_request(tmp_path: Path) -> None:
-    im = Image.effect_noise((64, 64), 50).convert("RGB")
-    im.save(tmp_path / "ok.png")
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)  # seeded: the same bytes
+    Image.fromarray(pixels).save(tmp_path / "ok.png")
     data = bytearray((tmp_path / "ok.png").read_bytes())
     idat = data.index(b"IDAT")
-    data[idat + 40: idat + 80] = b"\x00" * 40  # corrupt compressed pixels; header and IEND intact
+    data[idat + 10: idat + 200] = b"\xff" * 190  # an invalid deflate stream; header and IEND intact
     (tmp_path / "bad.png").write_bytes(bytes(data))
     rows = [{"id": "b", "image": "bad.png", "conversations": [{"from": "human", "value": "<image>\nQ?"},
                                                                 {"from": "gpt", "value": "A"}]}]

@@ -66,7 +66,7 @@ def test_report_renders_in_chromium(small_run, tmp_path) -> None:
 
     assert probe["alerts"] == [] and probe["scripts"] == 1  # only the probe: the hostile label did not execute
     assert HOSTILE in probe["text"]  # ... and reads as text
-    assert probe["tables"] == ["arp", "benchmarks-25pct", "benchmarks-50pct", "time", "lineage"]
+    assert probe["tables"] == ["arp", "significance", "benchmarks-25pct", "benchmarks-50pct", "time", "lineage"]
     assert probe["firstRows"][0] == 2 + 1 + 3  # group header and header, the reference, three selectors
     assert len(probe["images"]) == 4 and all(w >= 300 and h >= 200 for w, h in probe["images"])  # plots decoded
     assert probe["fontPx"] >= 12
@@ -91,7 +91,7 @@ def test_report_is_self_contained_with_exports(small_run) -> None:
     assert not re.search(r'(src|href)="(https?:)?//', page), "the report must not need the network"
     assert page.count('src="data:image/png;base64,') == 4
     assert HOSTILE not in page and html.escape(HOSTILE) in page
-    for key in ("arp", "benchmarks-25pct", "benchmarks-50pct", "time", "lineage"):
+    for key in ("arp", "significance", "benchmarks-25pct", "benchmarks-50pct", "time", "lineage"):
         for ext in ("tex", "md", "csv"):
             assert (report / "tables" / f"{key}.{ext}").stat().st_size > 0
     for fig in ("arp_vs_budget", "arp_vs_osc", "heatmap", "time_breakdown"):
@@ -106,7 +106,7 @@ def test_report_cli_formats_and_cache(small_run, tmp_path) -> None:
     res = CliRunner().invoke(app, ["report", str(run_dir), "--format", "latex", "--format", "md"])
     assert res.exit_code == 0, res.output
     tables = run_dir / "report" / "tables"
-    assert sorted(p.suffix for p in tables.iterdir()) == [".md"] * 5 + [".tex"] * 5
+    assert sorted(p.suffix for p in tables.iterdir()) == [".md"] * 6 + [".tex"] * 6
     assert not (run_dir / "report" / "index.html").exists()
     assert "\\toprule" in (tables / "arp.tex").read_text()
     # the run's report stage: rendered once, skipped while nothing changed

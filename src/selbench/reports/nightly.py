@@ -2,8 +2,9 @@
 trend page. Regressions make the exit code non-zero so a scheduler can alert.
 
 Where both nights kept per-item outcomes (``items.parquet``), a cell's ARP change is tested with the paired
-bootstrap on them (both nights answer the same items): a change counts when its 95 % CI excludes 0, so a
-regression shows with one seed and a same-code re-run (identical answers) shows none. Otherwise (an older
+bootstrap on them (both nights answer the same items): a change counts when its 95 % CI excludes 0 (or, as
+without items, when it exceeds ``arp_tolerance``), so a small regression shows with one seed and a same-code re-run
+(identical answers) shows none. Otherwise (an older
 history) a change counts only beyond seed noise. Per (selector, budget) the nights' ARPs are means over seeds; the ARP
 threshold is ``max(arp_tolerance, z · s · sqrt(1/n_prev + 1/n_now))`` with ``s`` the pooled std over seeds of
 every cell that has several seeds in either night (two-sample z-test on the means; with one seed per cell there
@@ -148,15 +149,17 @@ def compare(previous: pd.DataFrame, current: pd.DataFrame, th: Thresholds = Thre
         if not p["done"] and c["done"]:
             changes.append(Change(sel, budget, "improvement", "status", "failed", "done", None, None,
                                   "completes again"))
-        if p["arp"] is not None and c["arp"] is not None and key in paired:
+        if p["arp"] is not None and c["arp"] is not None and key in paired and paired[key].arp.point is not None:
+            # significant by the paired bootstrap, or beyond the fixed tolerance (as without item outcomes)
             pd_ = paired[key]
-            if pd_.changed and pd_.arp.point is not None:
-                ci = f"[{pd_.arp.low:+.1f}, {pd_.arp.high:+.1f}]"
-                changes.append(Change(sel, budget, "regression" if pd_.regressed else "improvement", ARP_VERSION,
-                                      p["arp"], c["arp"], pd_.arp.point, None,
-                                      f"ARP {p['arp']:.1f} → {c['arp']:.1f} ({pd_.arp.point:+.1f}, "
-                                      f"{pd_.confidence * 100:g} % CI {ci}, p = {pd_.arp_p_value:.3g}; paired "
-                                      f"bootstrap over items)"))
+            d = c["arp"] - p["arp"]
+            if pd_.changed or abs(d) > th.arp_tolerance:
+                ci = f"[{pd_.arp.low:+.1f}, {pd_.arp.high:+.1f}]" if pd_.arp.low is not None else "n/a"
+                changes.append(Change(sel, budget, "regression" if d < 0 else "improvement", ARP_VERSION,
+                                      p["arp"], c["arp"], d, th.arp_tolerance,
+                                      f"ARP {p['arp']:.1f} → {c['arp']:.1f} ({d:+.1f}; paired bootstrap over items: "
+                                      f"{pd_.confidence * 100:g} % CI {ci}, p = {pd_.arp_p_value:.3g}; tolerance "
+                                      f"±{th.arp_tolerance:.1f})"))
         elif p["arp"] is not None and c["arp"] is not None:
             noise = th.z * s * math.sqrt(1 / p["n"] + 1 / c["n"]) if s is not None else 0.0
             limit = max(th.arp_tolerance, noise)
