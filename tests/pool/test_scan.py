@@ -107,8 +107,12 @@ def test_unusable_cache_is_reported_not_fatal(pool: Path, tmp_path: Path) -> Non
     assert m.content_hash == manifest_from_pool(pool / "pool.json", pool / "images")[0].content_hash
 
 
-def test_header_check_by_default_full_decode_on_request(tmp_path: Path) -> None:
+def test_header_check_by_default_full_decode_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
+    from PIL import ImageFile
+
+    # lmms-eval turns this on at import (the whole suite imports it): the full decode must still fail
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
 
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)  # seeded: the same bytes
     Image.fromarray(pixels).save(tmp_path / "ok.png")

@@ -12,6 +12,13 @@ import sys
 from pathlib import Path
 
 
+def _say(line: str) -> None:
+    """One line in one write: the ranks share the launcher's pipe, and under PYTHONUNBUFFERED ``print`` writes the
+    text and its newline separately, so two ranks' lines could interleave. A write under PIPE_BUF is atomic."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main(args_file: str) -> None:
     import torch
 
@@ -24,13 +31,12 @@ def main(args_file: str) -> None:
 
     def on_step(step: int, total: int, loss: float) -> None:
         if dist_info()[0] == 0:
-            print(f"{STEP_PREFIX}{step} {total} {loss:.6f}", flush=True)
+            _say(f"{STEP_PREFIX}{step} {total} {loss:.6f}")
 
     _, _, result = train_on_pool(args["target"], Path(args["manifest"]), args["indices"], cfg, on_step=on_step,
                                  state_out=work / STATE)
     rank, world = dist_info()
-    print(f"selbench-train-rank {rank}/{world} trained on {result.local_samples} of {result.samples} samples",
-          flush=True)
+    _say(f"selbench-train-rank {rank}/{world} trained on {result.local_samples} of {result.samples} samples")
     peak_gpu = None
     if torch.cuda.is_available():  # the largest rank's peak: the job reports it as the stage's GPU memory
         t = torch.tensor([torch.cuda.max_memory_allocated() / 2**20], device="cuda")

@@ -33,6 +33,7 @@ import io
 import os
 import sqlite3
 import stat
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -40,7 +41,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from selbench.pool.errors import PoolError
 
@@ -97,6 +98,23 @@ def _truncation(fmt: str | None, head: bytes, tail: bytes, size: int) -> str | N
     return None
 
 
+_strict_lock = threading.Lock()
+
+
+def _load_strictly(im: Any) -> None:
+    """``im.load()`` that fails on a truncated or corrupt stream even where an imported library (lmms-eval sets it
+    at import) turned on Pillow's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES``, which silently pads with grey."""
+    from PIL import ImageFile
+
+    with _strict_lock:
+        before = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            im.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 def inspect_image(path: str, level: int, size: int) -> tuple[str | None, str | None, int, int]:
     """(sha256, problem, width, height) of one regular file. Never raises for a bad file."""
     from PIL import Image, UnidentifiedImageError
@@ -121,7 +139,7 @@ def inspect_image(path: str, level: int, size: int) -> tuple[str | None, str | N
                 with Image.open(source) as im:
                     width, height = im.size
                     if level >= DECODE:
-                        im.load()
+                        _load_strictly(im)
                         problem = None
                     else:
                         problem = _truncation(im.format, head, tail, size)
