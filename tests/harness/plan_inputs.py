@@ -1,11 +1,14 @@
 """Fixed inputs for planning the demo spec without building its world: the job ids of the demo plan depend only on
-the spec, these files (content, size, mtime) and their absolute paths, so they are the same on every machine."""
+the spec, these files (content, size, mtime) and their absolute paths, so they are the same on every machine — and on
+the code each job runs (``Job.code``), which ``demo_plan_ids`` holds at a neutral value so that editing the source
+does not move the golden ids (tests/harness/test_code_identity.py checks that code moves ids)."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
@@ -32,12 +35,19 @@ def demo_spec_path() -> Path:
     return out
 
 
+def neutral_code(stage: str, selector: str | None = None) -> str:
+    """Stands in for ``codeprint.job_code``: the same code fingerprint for every job, whatever the source says."""
+    return ""
+
+
 def demo_plan_ids() -> dict[str, list[str]]:
-    """Every job id of the demo plan by stage, plus each cell's jobs."""
+    """Every job id of the demo plan by stage, plus each cell's jobs, with a neutral code fingerprint."""
+    from selbench.harness import codeprint
     from selbench.harness.plan import build_plan
     from selbench.harness.spec import load_spec
 
-    plan = build_plan(load_spec(demo_spec_path()).resolved(BASE))
+    with mock.patch.object(codeprint, "job_code", neutral_code):
+        plan = build_plan(load_spec(demo_spec_path()).resolved(BASE))
     ids: dict[str, list[str]] = {}
     for job in plan.jobs:
         ids.setdefault(job.stage, []).append(job.id)

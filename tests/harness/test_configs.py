@@ -59,6 +59,7 @@ def test_multi_process_fine_tune_is_validated_and_keyed(small_world: Path) -> No
 def test_real_protocols_train_on_eight_gpus_with_zero3(name: str) -> None:
     spec = load_spec(Path(__file__).resolve().parents[2] / "configs" / name)
     assert spec.executor.finetune_processes == 8 and spec.finetune.deepspeed == "zero3"
+    assert spec.finetune.gradient_checkpointing and spec.finetune.bf16  # the 7B step fits only so
     assert spec.finetune.batch_size == 128  # LLaVA-1.5's global batch: 16 per device × 8 GPUs
 
 

@@ -21,8 +21,12 @@ def test_demo_plan_job_ids_are_unchanged() -> None:
     # regenerated since only on purpose: XMAS and COINCIDE went to revision 2 (their results changed under the
     # same config), which moved their score/select/fine-tune/evaluate ids and no others; every evaluate job moved
     # when it began writing per-item outcomes and checking the metrics its columns read (EvaluateConfig.outputs,
-    # .required). A change meant to move ids regenerates them (`python tests/harness/plan_inputs.py`) and says
-    # why in its commit.
+    # .required); every id moved once more when the package version left the key for a fingerprint of the code
+    # each job runs (Job.code, issue #15). That fingerprint changes with any edit to the source, so these ids are
+    # computed with it held at a neutral value (plan_inputs.neutral_code): they pin what the spec and the stage
+    # configs put into a key, and an ordinary code change does not touch them — that code moves ids is checked in
+    # test_code_identity.py. A change meant to move ids regenerates them (`python tests/harness/plan_inputs.py`)
+    # and says why in its commit.
     assert demo_plan_ids() == json.loads(GOLDEN.read_text())
 
 

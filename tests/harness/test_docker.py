@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from selbench.harness import runner
+from selbench.harness.store import Store
 from tests.conftest import CACHE, REPO, small_run_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -96,11 +98,18 @@ def docker_spec(tmp_path: Path, world: Path, sock: str, selectors: list[dict], *
     return path
 
 
-def test_a_demo_cell_in_containers_gives_the_local_numbers(small_run, small_world, harness_image, dockerd,
-                                                           tmp_path) -> None:
+@pytest.fixture(scope="module")
+def clean_docker_run(small_world, harness_image, dockerd, tmp_path_factory) -> dict:
+    """random at 25 % and the full-data reference, every stage in containers: the clean store the hostile test
+    starts from."""
     _, sock = dockerd
-    result = runner.run(docker_spec(tmp_path, small_world, sock, [{"name": "random", "label": "picker"}]))
-    board = result.board.set_index("selector")
+    tmp = tmp_path_factory.mktemp("clean-docker")
+    result = runner.run(docker_spec(tmp, small_world, sock, [{"name": "random", "label": "picker"}]))
+    return {"result": result, "store": tmp / "store"}
+
+
+def test_a_demo_cell_in_containers_gives_the_local_numbers(small_run, clean_docker_run) -> None:
+    board = clean_docker_run["result"].board.set_index("selector")
     assert set(board["status"]) == {"done"}
     local = small_run["board"].set_index("selector")
     cols = [c for c in board.columns if c.startswith(("emb_", "rel_")) or c == "arp_v1"]
@@ -109,14 +118,46 @@ def test_a_demo_cell_in_containers_gives_the_local_numbers(small_run, small_worl
         theirs = local[local["budget"] == budget].loc[who, cols]
         assert mine.astype(float).tolist() == pytest.approx(theirs.astype(float).tolist(), abs=1e-9), who
     # every stage ran in the image: its Python is Debian's, not this venv's
-    store = tmp_path / "store"
+    store = clean_docker_run["store"]
     for meta in (store / "jobs").glob("*/meta.json"):
         env = json.loads(meta.read_text())["environment"]
         assert env["python"] != os.sys.version.split()[0] and env["python"].startswith("3.11"), meta
     assert all(f"in {IMAGE}" in p.read_text() for p in (store / "logs").glob("*.log"))
+    assert not any((store / "views").iterdir())  # the selectors' store skeletons are gone with their containers
 
 
-def test_hostile_jobs_are_contained_and_reported(small_world, harness_image, dockerd, tmp_path) -> None:
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+HOSTILE = [  # (selector, what it tries, what the cell's reason must say)
+    ("crash", "raise", "selector exploded on purpose"),
+    ("hang", "sleep for an hour", "timed out after 30s"),
+    ("memory", "allocate without end", "out of memory (container OOM-killed at its 1500 MB limit)"),
+    ("fork-bomb", "fork without end", "fork bomb stopped after"),
+    ("network", "connect to the host", "Error"),
+    ("write-outside", "plant a file in the store", "Read-only file system"),
+    # it sees only its own input's meta.json, read-only (other jobs' results are not in its view of the store)
+    ("rewrite-results", "rewrite every stored result", "Read-only file system: '"),
+    ("read-outside", "list the store", "visible outside my output: "),
+    ("wrong-count", "too few indices", "returned 99 indices for a budget of 100"),
+    ("duplicates", "one index 100 times", "returned duplicate indices"),
+    ("out-of-range", "indices past the pool", "index out of range [0, 400)"),
+    ("disable-check", "replace the selection check, then too few", "rejected: 99 indices, but the budget"),
+    ("wrong-ids", "a uid list naming other samples", "does not list the selected rows' uids"),
+    ("forge-timings", "report 1 ms for 3 s of work", "returned 99 indices for a budget of 100"),
+]
+CLASSES = {"crash": "CrashSelector", "hang": "HangSelector", "memory": "MemorySelector",
+           "fork-bomb": "ForkBombSelector", "network": "NetworkSelector", "write-outside": "WriteOutsideSelector",
+           "rewrite-results": "RewriteResultsSelector", "read-outside": "ReadOutsideSelector",
+           "wrong-count": "WrongCountSelector", "duplicates": "DuplicateSelector", "out-of-range": "OutOfRangeSelector",
+           "disable-check": "DisableCheckSelector", "wrong-ids": "WrongIdsSelector",
+           "forge-timings": "ForgeTimingsSelector"}
+
+
+def test_hostile_jobs_are_contained_and_reported(small_world, clean_docker_run, dockerd, tmp_path) -> None:
+    """Fourteen hostile selectors run beside random on a store that already holds the clean run's results: each
+    fails with its reason in the cell, and every clean job's files stay byte-identical."""
     _, sock = dockerd
     listener = socket.create_server(("127.0.0.1", 0))
     port, got = listener.getsockname()[1], []
@@ -129,53 +170,70 @@ def test_hostile_jobs_are_contained_and_reported(small_world, harness_image, doc
             pass
 
     threading.Thread(target=accept, daemon=True).start()
-    hostile = "tests.harness.hostile:"
-    spec = docker_spec(tmp_path, small_world, sock, [
-        {"name": "random"},
-        {"name": "crash", "impl": hostile + "CrashSelector"},
-        {"name": "hang", "impl": hostile + "HangSelector"},
-        {"name": "memory", "impl": hostile + "MemorySelector"},
-        {"name": "network", "impl": hostile + "NetworkSelector", "config": {"port": port}},
-        {"name": "write-outside", "impl": hostile + "WriteOutsideSelector"},
-        {"name": "wrong-count", "impl": hostile + "WrongCountSelector"},
-        {"name": "duplicates", "impl": hostile + "DuplicateSelector"},
-        {"name": "out-of-range", "impl": hostile + "OutOfRangeSelector"},
-    ], timeout_s={"score": 30, "finetune": 600, "evaluate": 600, "prepare": 120}, memory_limit_mb=1500,
-        docker_mounts=[str(REPO / "tests")], env={"PYTHONPATH": str(REPO)})
-    board = runner.run(spec).board.set_index("selector")
+    clean = clean_docker_run["store"]
+    shutil.copytree(clean, tmp_path / "store")
+    before = {d.name: _files(d) for d in (clean / "jobs").iterdir()}
+    hostile = [{"name": name, "impl": f"tests.harness.hostile:{CLASSES[name]}",
+                **({"config": {"port": port}} if name == "network" else {})} for name, _, _ in HOSTILE]
+    spec = docker_spec(tmp_path, small_world, sock, [{"name": "random"}, *hostile],
+                       timeout_s={"score": 30, "finetune": 600, "evaluate": 600, "prepare": 120},
+                       memory_limit_mb=1500, sandbox_pids=128, docker_mounts=[str(REPO / "tests")],
+                       env={"PYTHONPATH": str(REPO)})
+    result = runner.run(spec)
     listener.close()
+    board = result.board.set_index("selector")
+    store = tmp_path / "store"
     assert board.loc["random", "status"] == "done" and board.loc["full", "status"] == "done"
-    assert "selector exploded on purpose" in board.loc["crash", "reason"]
-    assert "timed out after 30s" in board.loc["hang", "reason"]
-    assert "out of memory (container OOM-killed at its 1500 MB limit)" in board.loc["memory", "reason"]
-    assert "Error" in board.loc["network", "reason"] and not got  # no connection reached the host
-    assert "Read-only file system" in board.loc["write-outside", "reason"]
-    assert not list((tmp_path / "store").rglob("planted.txt"))
-    assert "returned 99 indices for a budget of 100" in board.loc["wrong-count", "reason"]
-    assert "returned duplicate indices" in board.loc["duplicates", "reason"]
-    assert "index out of range [0, 400)" in board.loc["out-of-range", "reason"]
-    hostile_cells = ("crash", "hang", "memory", "network", "write-outside", "wrong-count", "duplicates", "out-of-range")
-    assert all(board.loc[s, "status"] == "failed" for s in hostile_cells)
+    for name, _, reason in HOSTILE:
+        assert board.loc[name, "status"] == "failed", name
+        assert reason in board.loc[name, "reason"], (name, board.loc[name, "reason"])
+    assert not got  # no connection reached the host
+    assert not list(store.rglob("planted.txt"))
+    assert f"/jobs/{next(p.stem for p in (store / 'specs').glob('prepare-*.json'))}/" in board.loc["rewrite-results",
+                                                                                                  "reason"]
+    # what the reader saw: its own spec and the pool it was given, nothing else of the store
+    specs = {json.loads(p.read_text())["config"]["selector"]: p.stem for p in (store / "specs").glob("score-*.json")}
+    prepare = next(p.stem for p in (store / "specs").glob("prepare-*.json"))
+    seen = board.loc["read-outside", "reason"].split("visible outside my output: ")[1]
+    assert sorted(item.rsplit(" (", 1)[0] for item in seen.split(", ")) == sorted(
+        [f"jobs/{prepare}", f"specs/{specs['read-outside']}.json"])
+    # the forger's own meta.json says 1 ms; the leaderboard's time is the daemon's measurement
+    meta = Store(store).meta(specs["forge-timings"])
+    assert meta["timings"]["self_reported"]["wall_s"] == 0.001 and meta["timings"]["wall_s"] >= 3
+    forged = result.timings.set_index("selector").loc["forge-timings"]
+    assert forged["score_wall_s"] >= 3
+    # the clean run's jobs were reused, untouched, and every sealed job still verifies
+    after = {d.name: _files(d) for d in (store / "jobs").iterdir() if d.name in before}
+    assert after == before
+    s = Store(store)
+    assert all(s.verify(s.read_job(d.name)) is None for d in (store / "jobs").iterdir() if s.timings(d.name))
+    assert not any((store / "views").iterdir())
 
 
-def test_a_selector_image_submission_reaches_the_leaderboard(small_run, harness_image, dockerd, tmp_path) -> None:
-    """The template built as a container image (docker/selector.Dockerfile FROM the harness image) and submitted:
-    its score/select jobs run in its image, the rest in the harness image."""
-    from selbench.harness.executors.docker import build_selector_image
-    from selbench.harness.submit import from_image, submit
+def test_a_package_submission_is_built_into_its_image_and_reaches_the_leaderboard(small_run, harness_image, dockerd,
+                                                                                  tmp_path) -> None:
+    """`selbench submit PACKAGE` under the Docker executor: the package becomes an image (FROM the harness image,
+    built without network) that describes itself; nothing is installed here; its score/select jobs run in it."""
+    from selbench.harness.spec import ExecutorSpec
+    from selbench.harness.submit import SubmissionError, describe_image, from_package, submit
 
     docker, sock = dockerd
-    build_selector_image(docker, "balanced-selector:0.1.0", REPO / "templates" / "selector", REPO,
-                         harness_image=harness_image)
     store = tmp_path / "store"
     shutil.copytree(small_run["root"] / "store", store)  # baselines cached (their jobs ran locally)
-    spec = {**small_run["spec"], "store": str(store), "budgets": [0.25],
-            "executor": {"kind": "docker", "image": IMAGE, "docker_host": sock, "max_parallel": 2,
-                         "threads_per_job": 1}}
+    executor = {"kind": "docker", "image": IMAGE, "docker_host": sock, "max_parallel": 2, "threads_per_job": 1}
+    spec = {**small_run["spec"], "store": str(store), "budgets": [0.25], "executor": executor}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    board = submit(path, from_image("balanced-selector:0.1.0", "balanced")).board.set_index("selector")
+    paths_before = list(sys.path)
+    sub = from_package(REPO / "templates" / "selector", store, ExecutorSpec(**executor))
+    assert sub.image == "selbench-submission/balanced-selector:0.1.0" and sub.site is None
+    assert sys.path == paths_before and not (store / "submissions").exists()
+    info = describe_image(ExecutorSpec(**executor), sub.image, "balanced")
+    assert info["impl"] == "balanced_selector:BalancedSelector" and "properties" in info["config_schema"]
+    with pytest.raises(SubmissionError, match="no selector 'nope' is registered in this image"):
+        describe_image(ExecutorSpec(**executor), sub.image, "nope")
+    board = submit(path, sub).board.set_index("selector")
     row = board.loc["balanced [submission 0.1.0]"]
     assert row["status"] == "done" and row["arp_v1"] == row["arp_v1"]  # not NaN
     logs = "".join(p.read_text() for p in (store / "logs").glob("score-*.log"))
-    assert "in balanced-selector:0.1.0" in logs
+    assert f"in {sub.image}" in logs

@@ -3,6 +3,7 @@ GPU requests can only be checked for their shape here — no NVIDIA runtime on t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from selbench.harness.executors.docker import DockerExecutor, host_paths, outermost
@@ -38,12 +39,55 @@ def test_mounts_limits_gpu_and_sandbox(tmp_path: Path) -> None:
     # a multi-process fine-tune gets all its devices in one request
     assert ex.container_args(ft, (4, 5))["device_requests"][0]["DeviceIDs"] == ["4", "5"]
 
+    assert args["cap_drop"] == ["ALL"] and args["security_opt"] == ["no-new-privileges"]
+    assert args["user"] == f"{os.getuid()}:{os.getgid()}"  # harness code: the store stays the user's
+
     score = Job("score", {"selector": "x"}, {"pool": prepare.id})  # selector code: sandboxed
-    args = ex.container_args(score)
-    mounts = {m["Target"]: m["ReadOnly"] for m in args["mounts"]}
-    staging = str(ex.sandbox_staging(score.id))
-    assert mounts[store] is True and mounts[staging] is False and args["network_mode"] == "none"
-    assert args["environment"]["SELBENCH_STAGING"] == staging and "device_requests" not in args
+    ex.store.write_job(score)
+    (ex.store.path(prepare.id)).mkdir()
+    staging = ex.store.staging(score.id)
+    args = ex.container_args(score, staging=staging)
+    mounts = {(m["Target"], m["Source"]): m["ReadOnly"] for m in args["mounts"]}
+    view = ex.store.root.resolve() / "views" / staging.name
+    # the store is an empty skeleton with only its spec, its input job and its staging folder in it
+    assert mounts == {(store, str(view)): True,
+                      (f"{store}/specs/{score.id}.json", f"{store}/specs/{score.id}.json"): True,
+                      (f"{store}/jobs/{prepare.id}", f"{store}/jobs/{prepare.id}"): True,
+                      (str(staging), str(staging)): False,
+                      (str(pool), str(pool)): True}  # its images (the prepare job's config names them)
+    skeleton = sorted(str(p.relative_to(view)) for p in view.rglob("*"))
+    assert skeleton == sorted(["hashes", "jobs", "locks", "logs", "specs", "timings", f"specs/{score.id}.json",
+                               f"jobs/{prepare.id}", f"jobs/{staging.name}"])
+    assert args["network_mode"] == "none" and "device_requests" not in args
+    assert args["environment"]["SELBENCH_STAGING"] == str(staging)
+    # never root; the spec's memory limit wins over the sandbox default
+    uid = 65534 if os.getuid() == 0 else os.getuid()
+    assert args["user"].split(":")[0] == str(uid) and staging.stat().st_uid == uid
+    assert args["mem_limit"] == "2048m" and args["pids_limit"] == 512 and args["cap_drop"] == ["ALL"]
+    assert args["tmpfs"] == {"/tmp": "size=2048m,mode=1777", "/dev/shm": "size=2048m"}
+
+
+def test_the_hf_cache_reaches_the_harness_stages_only(tmp_path: Path) -> None:
+    (tmp_path / "hf").mkdir()
+    ex = executor(tmp_path, hf_home=tmp_path / "hf")
+    ev = Job("evaluate", {"benchmarks": ["mme"]})
+    args = ex.container_args(ev, staging=ex.store.staging(ev.id))
+    assert {m["Target"]: m["ReadOnly"] for m in args["mounts"]}[str(tmp_path / "hf")] is False
+    assert args["environment"]["HF_HOME"] == str(tmp_path / "hf") and args["environment"]["HF_DATASETS_OFFLINE"] == "1"
+    score = Job("score", {"selector": "x"})
+    ex.store.write_job(score)
+    args = ex.container_args(score, staging=ex.store.staging(score.id))
+    assert str(tmp_path / "hf") not in {m["Target"] for m in args["mounts"]} and "HF_HOME" not in args["environment"]
+
+
+def test_selector_containers_are_limited_by_default(tmp_path: Path) -> None:
+    ex = executor(tmp_path)  # no memory or CPU limits in the spec
+    score = Job("score", {"selector": "x"})
+    ex.store.write_job(score)
+    args = ex.container_args(score, staging=ex.store.staging(score.id))
+    assert args["mem_limit"] == "16384m" and args["nano_cpus"] == 4_000_000_000 and args["pids_limit"] == 512
+    ft = Job("finetune", {"target": "x"})
+    assert "mem_limit" not in ex.container_args(ft, staging=ex.store.staging(ft.id))  # harness code: the spec's
 
 
 def test_host_paths_and_outermost(tmp_path: Path) -> None:

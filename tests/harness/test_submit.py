@@ -14,7 +14,15 @@ import yaml
 from typer.testing import CliRunner
 
 from selbench.cli import app
-from selbench.harness.submit import Submission, SubmissionError, conformance, from_image, from_package, submit
+from selbench.harness.submit import (
+    Submission,
+    SubmissionError,
+    conformance,
+    from_image,
+    from_package,
+    image_tag,
+    submit,
+)
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -43,7 +51,8 @@ def hostile_package(tmp_path: Path, cls: str) -> Path:
 
 def test_template_selector_appears_on_the_leaderboard(small_run, tmp_path) -> None:
     spec = spec_copy(small_run, tmp_path)
-    out = CliRunner().invoke(app, ["submit", str(REPO / "templates" / "selector"), "--spec", str(spec)])
+    out = CliRunner().invoke(app, ["submit", str(REPO / "templates" / "selector"), "--spec", str(spec),
+                                 "--trust-local"])
     assert out.exit_code == 0, out.output
     assert "submission balanced [submission 0.1.0] from" in out.output  # the label prints as data, not markup
     run_dir = Path(yaml.safe_load(spec.read_text())["store"]) / "runs" / "small"
@@ -60,7 +69,7 @@ def test_template_selector_appears_on_the_leaderboard(small_run, tmp_path) -> No
 
 def test_contract_breaking_package_is_rejected(small_run, tmp_path) -> None:
     spec = spec_copy(small_run, tmp_path)
-    sub = from_package(hostile_package(tmp_path, "WrongCountSelector"), tmp_path / "store")
+    sub = from_package(hostile_package(tmp_path, "WrongCountSelector"), tmp_path / "store", trust_local=True)
     problems = conformance(spec, sub, tmp_path / "work")
     assert len(problems) == 1, problems  # the first run fails; there is no second
     assert problems[0].startswith("run 1, select: ") and "returned 99 indices for a budget of 100" in problems[0]
@@ -68,11 +77,27 @@ def test_contract_breaking_package_is_rejected(small_run, tmp_path) -> None:
 
 def test_nondeterministic_package_is_rejected(small_run, tmp_path) -> None:
     spec = spec_copy(small_run, tmp_path)
-    sub = from_package(hostile_package(tmp_path, "NondeterministicSelector"), tmp_path / "store")
+    sub = from_package(hostile_package(tmp_path, "NondeterministicSelector"), tmp_path / "store",
+                       trust_local=True)
     with pytest.raises(SubmissionError, match=r"rejected: non-deterministic: two runs with seed 0 at budget 0.25"):
         submit(spec, sub)
     board = tmp_path / "store" / "runs" / "small" / "leaderboard.parquet"
     assert not any("submission" in s for s in pd.read_parquet(board)["selector"])  # nothing was added
+
+
+def test_a_package_runs_unsandboxed_only_when_trusted(tmp_path) -> None:
+    """Outside the Docker executor a package's code would run with the user's rights: refused unless trusted,
+    and nothing was installed or imported."""
+    pkg = hostile_package(tmp_path, "WriteOutsideSelector")
+    with pytest.raises(SubmissionError, match=r"runs only in a container.*executor.kind: docker.*--trust-local"):
+        from_package(pkg, tmp_path / "store")
+    assert not (tmp_path / "store" / "submissions").exists()
+    out = CliRunner().invoke(app, ["submit", str(pkg), "--spec", str(REPO / "configs" / "demo.yaml")])
+    assert out.exit_code == 1 and "runs only in a container" in out.output
+
+
+def test_package_image_tags_are_docker_names() -> None:
+    assert image_tag("Balanced_Selector", "0.1.0+local.7") == "selbench-submission/balanced_selector:0.1.0-local.7"
 
 
 def test_submission_label_and_image_version() -> None:

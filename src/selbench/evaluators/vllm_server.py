@@ -78,12 +78,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def default_dtype() -> str:
+    """bfloat16 where a CUDA device is visible, float32 on CPU."""
+    try:
+        import torch
+
+        return "bfloat16" if torch.cuda.is_available() else "float32"
+    except ImportError:  # pragma: no cover — the harness always has torch
+        return "float32"
+
+
 class VLLMServer:
     """``with VLLMServer(model, log) as server: ... server.base_url``: started in its own process group, ready when
-    ``/health`` answers 200, killed (group) on exit. Greedy parity with HF needs ``dtype float32``."""
+    ``/health`` answers 200, killed (group) on exit. ``dtype`` None: ``default_dtype()`` — bfloat16 on a GPU (the
+    fine-tune exports bf16 for bf16 recipes), float32 on CPU (greedy parity with the HF backend needs it);
+    ``--dtype`` in ``extra_args`` (the spec's ``evaluation.vllm_args``) overrides it."""
 
-    def __init__(self, model: Path, log: Path, *, dtype: str = "float32", max_model_len: int | None = None,
+    def __init__(self, model: Path, log: Path, *, dtype: str | None = None, max_model_len: int | None = None,
                  startup_timeout_s: float = 600, extra_args: list[str] | None = None) -> None:
+        dtype = dtype or default_dtype()
         self.model, self.log, self.timeout = model, log, startup_timeout_s
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"

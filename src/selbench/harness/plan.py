@@ -1,7 +1,9 @@
 """Spec → stage graph. prepare → score (per selector; shared by budgets and seeds) → select (budget × seed) →
 fine-tune → evaluate. The full-data reference (select-all → fine-tune → evaluate) is one shared cell.
 
-Each job's config is a typed stage config (selbench.harness.contracts) whose canonical dump keys the job."""
+Each job's config is a typed stage config (selbench.harness.contracts) whose canonical dump keys the job, together
+with its upstream job ids and a fingerprint of the code it runs (``Job.code``, selbench.harness.codeprint): the
+stage's source, and for score and select jobs the selector's — so changed code is re-run and unchanged code reused."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selbench.harness import codeprint
 from selbench.harness.contracts import (
     EvaluateConfig,
     FinetuneConfig,
@@ -61,8 +64,11 @@ def build_plan(spec: RunSpec) -> Plan:
     assert spec.pool is not None and spec.target is not None
     jobs: dict[str, Job] = {}
 
-    def add(config: StageConfig, deps: dict[str, str] | None = None, cell: dict | None = None) -> Job:
-        job = Job(config.stage, config.canonical(), deps or {}, cell or {})
+    def add(config: StageConfig, deps: dict[str, str] | None = None, cell: dict | None = None,
+            selector: str | None = None) -> Job:
+        """``selector``: the ``module:Class`` whose code a score or select job runs (None: no importable code)."""
+        job = Job(config.stage, config.canonical(), deps or {}, cell or {},
+                  code=codeprint.job_code(config.stage, selector))
         return jobs.setdefault(job.id, job)
 
     pinned = {k: str(v) for k in ("fingerprint", "reference_manifest") if (v := getattr(spec.pool, k))}
@@ -70,7 +76,7 @@ def build_plan(spec: RunSpec) -> Plan:
                                 strict=spec.pool.strict, file=_file_id(spec.pool.path), **pinned))
     fingerprints = {w: model_fingerprint(getattr(spec, w)) for w in ("target", "proxy")}  # once per plan
     ev = spec.evaluation
-    generation = {"generation": ev.generation} if ev.generation else {}  # in the key only when given
+    generation: dict[str, Any] = {"generation": ev.generation} if ev.generation else {}  # in the key only when given
     eval_cfg = EvaluateConfig(benchmarks=spec.benchmarks, backend=ev.backend, **generation,
                               bench_dir=str(spec.world.out / "benchmarks") if spec.world else None,
                               batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens, judge=ev.judge,
@@ -91,17 +97,19 @@ def build_plan(spec: RunSpec) -> Plan:
     registry = available()
     for sel in spec.selectors:
         revision = 1  # a selector whose results changed under the same config says so, so old scores are not reused
+        source: str | None = None  # its module:Class, whose source files are part of its jobs' code fingerprint
         if sel.image:  # lives only inside its image: nothing to import here; it may use the target and the proxy
             needs = frozenset({"target", "proxy"})
         else:
             if sel.impl is None and sel.name not in registry:
                 raise ValueError(f"selector {sel.name!r}: not registered ({', '.join(sorted(registry))}) and no impl")
-            cls = load_class(sel.impl or registry[sel.name])
+            source = sel.impl or registry[sel.name]
+            cls = load_class(source)
             cls.Config(**sel.config)  # fail at plan time on a bad config, not an hour in
             needs = cls.needs
             revision = int(getattr(cls, "revision", 1))
-        # what the selector's code is: a submission's image; its revision (only when > 1, so selectors at their
-        # first revision keep their job ids)
+        # what the selector's code is, besides its source files (Job.code): a submission's image, as the spec names
+        # it (a tag re-pushed with other code is not noticed; a digest pins it); its revision (only when > 1)
         code: dict[str, Any] = {"image": sel.image} if sel.image else {}
         if revision > 1:
             code["revision"] = revision
@@ -114,14 +122,14 @@ def build_plan(spec: RunSpec) -> Plan:
                 models.update({which: str(path), f"{which}_id": fingerprints[which]})
         score = add(ScoreConfig(selector=sel.name, impl=sel.impl, config=sel.config, device=spec.device,
                                 batch_size=spec.score_batch_size, **code, **models),
-                    {"pool": prepare.id}, {"selector": sel.display})
+                    {"pool": prepare.id}, {"selector": sel.display}, source)
         for budget in spec.budgets:
             label = Budget.parse(budget).label
             for seed in spec.seeds:
                 cell = Cell(sel.display, label, seed, {"score": score.id})
                 select = add(SelectConfig(selector=sel.name, impl=sel.impl, config=sel.config, budget=budget,
                                           seed=seed, **code),
-                             {"pool": prepare.id, "score": score.id}, cell.identity)
+                             {"pool": prepare.id, "score": score.id}, cell.identity, source)
                 train_eval(select, cell, seed)
                 cells.append(cell)
     for c in [ref, *cells]:

@@ -73,6 +73,25 @@ class StatisticsSpec(Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
 
 
+class DisplaySpec(Strict):
+    """Names the report's tables print (LaTeX, Markdown, CSV, HTML) instead of the run's own: selector (its label or
+    name; ``full``: the reference row) → name, column key → name. Unset ones get selbench.reports.tables' defaults
+    (random → Random, xmas → XMAS, emb_vqa → VQA; a protocol's columns keep the paper's names). Presentation only:
+    not part of the spec hash."""
+
+    selectors: dict[str, str] = Field(default_factory=dict)
+    columns: dict[str, str] = Field(default_factory=dict)
+    pool: str | None = None  # the pool's name over the budgets (default: the pool file's stem, or the world)
+
+    @field_validator("selectors", "columns")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        blank = sorted(k for k, name in v.items() if not name.strip())
+        if blank:
+            raise ValueError(f"empty display name for {', '.join(blank)}")
+        return v
+
+
 class ExecutorSpec(Strict):
     kind: Literal["local", "docker", "ray"] = "local"
     max_parallel: int = Field(default=1, ge=1)
@@ -88,6 +107,15 @@ class ExecutorSpec(Strict):
     docker_host: str | None = None  # docker: daemon address (default: $DOCKER_HOST or the local socket)
     docker_network: str = "none"  # docker: network of non-selector jobs (selector jobs never get one)
     docker_mounts: list[Path] = Field(default_factory=list)  # docker: extra read-only host paths (same path inside)
+    # docker: the Hugging Face cache (lmms-eval's data sets, tokenizers) for the harness's containers: mounted
+    # read-write at the same path, HF_HOME, offline — selector containers never see it
+    hf_home: Path | None = None
+    # docker: limits every selector (score / select) container gets even when the ones above are unset — the code a
+    # submission brings never runs unbounded (docs/containers.md)
+    sandbox_memory_mb: int = Field(default=16384, ge=256)
+    sandbox_cpus: float = Field(default=4.0, gt=0)
+    sandbox_pids: int = Field(default=512, ge=32)
+    sandbox_tmp_mb: int = Field(default=2048, ge=16)  # each of /tmp and /dev/shm (tmpfs, counted as memory)
     env: dict[str, str] = Field(default_factory=dict)  # extra environment for every job (all executors)
     ray_address: str | None = None
 
@@ -109,6 +137,7 @@ class RunSpec(Strict):
     benchmarks: list[str] = Field(default_factory=list)
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
+    display: DisplaySpec = Field(default_factory=DisplaySpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     store: Path = Path("runs/store")
     device: str | None = None
@@ -188,11 +217,30 @@ class RunSpec(Strict):
         if REFERENCE in labels or any(s.name == REFERENCE for s in self.selectors):
             raise ValueError(f"{REFERENCE!r} is reserved for the full-data reference; name or label the selector "
                              "otherwise")
+        self._check_display()
         return self
+
+    def _check_display(self) -> None:
+        """display names only what the spec has (a typo would silently print the raw name), each name once."""
+        known = list(dict.fromkeys([*(n for s in self.selectors for n in (s.display, s.name)), REFERENCE]))
+        unknown = sorted(set(self.display.selectors) - set(known))
+        if unknown:
+            raise ValueError(f"display.selectors names {', '.join(unknown)}, not a selector of this spec "
+                             f"({', '.join(known)})")
+        keys = [c.key for c in self.columns]
+        unknown = sorted(set(self.display.columns) - set(keys))
+        if unknown:
+            raise ValueError(f"display.columns names {', '.join(unknown)}, not a column of this spec "
+                             f"({', '.join(keys)})")
+        for what, names in (("selectors", self.display.selectors), ("columns", self.display.columns)):
+            shown = list(names.values())
+            twice = sorted({n for n in shown if shown.count(n) > 1})
+            if twice:
+                raise ValueError(f"display.{what}: {', '.join(twice)} given to more than one")
 
     def fingerprint(self) -> str:
         """The spec's hash as results, reports and the nightly history record it."""
-        return stable_hash(self.model_dump(mode="json"))
+        return stable_hash(self.model_dump(mode="json", exclude={"display"}))  # names are presentation
 
     def resolved(self, base: Path) -> "RunSpec":
         """Fill pool/target/proxy from the world; make relative paths absolute against ``base``."""

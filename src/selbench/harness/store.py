@@ -22,6 +22,7 @@ The harness, not the job, is the authority on what a stored job is (docs/contain
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -82,11 +83,14 @@ class Job:
     config: dict[str, Any]  # a StageConfig's canonical dump (selbench.harness.contracts): stages parse it back
     deps: dict[str, str] = field(default_factory=dict)  # role → upstream job id
     cell: dict[str, Any] = field(default_factory=dict)  # selector / budget / seed, for status and results
+    # fingerprint of the code the job runs (selbench.harness.codeprint.job_code): its stage's source and, for score
+    # and select, its selector's: changed code gets new job ids, unchanged code keeps them
+    code: str = ""
 
     @property
     def key(self) -> str:
-        return stable_hash({"stage": self.stage, "config": self.config, "deps": self.deps,
-                            "version": selbench.__version__, "store_format": STORE_FORMAT})
+        return stable_hash({"stage": self.stage, "config": self.config, "deps": self.deps, "code": self.code,
+                            "store_format": STORE_FORMAT})
 
     @property
     def id(self) -> str:
@@ -186,8 +190,12 @@ class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         for sub in ("jobs", "logs", "specs", "hashes", "timings", "locks"):
-            if not (self.root / sub).is_dir():  # a sandboxed job sees the store read-only
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            if not (self.root / sub).is_dir():
+                try:
+                    (self.root / sub).mkdir(parents=True, exist_ok=True)
+                except OSError as e:  # a sandboxed selector job sees only its inputs, in a read-only store view
+                    if e.errno != errno.EROFS:
+                        raise
         self._owned: dict[Path, Lock] = {}  # staging folders this process created → their owner locks
 
     def path(self, job_id: str) -> Path:

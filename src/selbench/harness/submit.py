@@ -36,7 +36,7 @@ from selbench.harness.contracts import FAILED
 from selbench.harness.executors import make_executor
 from selbench.harness.executors.docker import SOURCE_IGNORE
 from selbench.harness.plan import build_plan
-from selbench.harness.spec import RunSpec, load_spec
+from selbench.harness.spec import ExecutorSpec, RunSpec, load_spec
 from selbench.harness.stages.select import SELECTION
 from selbench.harness.store import Store
 from selbench.selectors.base import Budget
@@ -62,20 +62,55 @@ class Submission:
         return {"name": self.name, "label": label or self.label, **({"image": self.image} if self.image else {})}
 
 
-def from_package(path: Path, store: Path) -> Submission:
+def read_package(path: Path) -> tuple[str, str, str]:
+    """(distribution, version, selector name) from a package's pyproject.toml — read as data, nothing imported."""
     pyproject = path / "pyproject.toml"
     if not pyproject.is_file():
         raise SubmissionError(f"{path}: not a Python package (no pyproject.toml)")
     try:
         project = tomllib.loads(pyproject.read_text())["project"]
-        dist, version = project["name"], project["version"]
-    except (tomllib.TOMLDecodeError, KeyError) as e:
+        dist, version = str(project["name"]), str(project["version"])
+    except (tomllib.TOMLDecodeError, KeyError, UnicodeDecodeError) as e:
         raise SubmissionError(f"{pyproject}: needs [project] name and version ({e})") from None
     eps = project.get("entry-points", {}).get("selbench.selectors", {})
     if len(eps) != 1:
         raise SubmissionError(f"{pyproject}: declare exactly one selector under "
                               f"[project.entry-points.\"selbench.selectors\"] (found {len(eps)})")
-    name = next(iter(eps))
+    return dist, version, next(iter(eps))
+
+
+def image_tag(dist: str, version: str) -> str:
+    """The tag a package submission's image gets: ``selbench-submission/<dist>:<version>`` (Docker's alphabet)."""
+    def clean(text: str, allowed: str) -> str:
+        return "".join(c if c.isalnum() or c in allowed else "-" for c in text.lower()).strip("-.") or "x"
+
+    return f"selbench-submission/{clean(dist, '-_.')}:{clean(version, '-_.')[:128]}"
+
+
+def from_package(path: Path, store: Path, executor: ExecutorSpec | None = None, *,
+                 trust_local: bool = False) -> Submission:
+    """Under the Docker executor the package is built into its own image FROM the harness image
+    (docker/selector.Dockerfile, no network) and runs only there: this process never installs or imports it.
+    Under another executor it runs with the user's own rights, so it takes ``trust_local``; it is then
+    installed beside the store (never into the harness's environment) and imported here for planning."""
+    dist, version, name = read_package(path)
+    if executor is not None and executor.kind == "docker":
+        from selbench.harness.executors.docker import build_selector_image, client
+
+        if not executor.image:
+            raise SubmissionError("executor.kind docker needs executor.image (the harness image)")
+        tag = image_tag(dist, version)
+        try:
+            build_selector_image(client(executor.docker_host), tag, path, harness_image=executor.image)
+        except Exception as e:  # docker's BuildError / APIError: the build log says why
+            log = "".join(str(c.get("stream", c.get("error", ""))) for c in getattr(e, "build_log", []) or [])
+            raise SubmissionError(f"{path}: its image did not build ({e}) {log.strip()[-800:]}") from None
+        return Submission(name, version, str(path), image=tag)
+    if not trust_local:
+        raise SubmissionError(
+            f"{path}: a package submission runs only in a container. Set executor.kind: docker (and executor.image, "
+            "the harness image) in the spec, or pass --trust-local to run its code with your own rights — it is "
+            "then also imported by this process to plan the run.")
     site = (store / "submissions" / f"{dist}-{version}" / "site").resolve()
     if not site.is_dir():
         tmp = site.with_name("site.tmp")
@@ -91,6 +126,37 @@ def from_package(path: Path, store: Path) -> Submission:
     if str(site) not in sys.path:
         sys.path.insert(0, str(site))  # so this process's registry (planning) sees the entry point
     return Submission(name, version, str(path), site=site)
+
+
+def describe_image(executor: ExecutorSpec, image: str, name: str, config: dict | None = None) -> dict:
+    """The selector's registry entry as its own image reports it (``registry.describe``), asked in a locked-down
+    container (no network, read-only, no capabilities, unprivileged): its name, needs and config schema, and the
+    config checked against that schema. SubmissionError when the image is missing or says something is wrong."""
+    from docker.errors import ContainerError, DockerException, ImageNotFound
+
+    from selbench.harness.executors.docker import client, locked_down
+    from selbench.selectors.registry import DESCRIBE
+
+    docker = client(executor.docker_host)
+    try:
+        out = docker.containers.run(image, ["python", "-c", DESCRIBE, name, json.dumps(config or {})],
+                                    environment={"HOME": "/tmp"}, remove=True, stdout=True, stderr=False,
+                                    **locked_down(executor))
+    except ImageNotFound:
+        raise SubmissionError(f"image {image}: not found by the Docker daemon") from None
+    except ContainerError as e:
+        raise SubmissionError(f"image {image}: cannot describe selector {name!r} (exit {e.exit_status}: "
+                              f"{(e.stderr or b'').decode(errors='replace').strip()[-600:]})") from None
+    except DockerException as e:
+        raise SubmissionError(f"image {image}: {e}") from None
+    lines = out.decode(errors="replace").strip().splitlines()
+    try:
+        info = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise SubmissionError(f"image {image}: its selector description is not JSON: {lines[-1:]!r}") from None
+    if not isinstance(info, dict) or info.get("error"):
+        raise SubmissionError(f"image {image}: {info.get('error') if isinstance(info, dict) else info!r}")
+    return info
 
 
 def from_image(image: str, name: str) -> Submission:
@@ -118,6 +184,8 @@ def conformance(spec_path: Path, sub: Submission, work: Path) -> list[str]:
     spec0 = load_spec(spec_path)
     budget = min(spec0.budgets, key=lambda b: Budget.parse(b).resolve(10**9))
     problems, picks = [], []
+    if sub.image is not None:  # name and config checked by the image itself, before any job
+        describe_image(spec0.executor, sub.image, sub.name, sub.selector().get("config"))
     for replica in (1, 2):
         run = {**data, "selectors": [sub.selector()], "budgets": [budget], "seeds": spec0.seeds[:1],
                "store": str(work / f"conformance-{replica}")}

@@ -45,6 +45,11 @@ class TrainConfig(BaseModel):
     max_length: int = Field(default=2048, ge=1)
     bf16: bool = False
     deepspeed: Literal["none", "zero2", "zero3"] = "none"  # LLaVA-1.5 / ScalSelect train with ZeRO-3
+    # recompute each layer's activations in the backward pass (LLaVA's scripts: --gradient_checkpointing True);
+    # None: on for targets of a billion parameters or more (the 7B step needs it: docs/performance.md), off below
+    gradient_checkpointing: bool | None = None
+    # dtype of the exported checkpoint (what evaluation serves): auto = bfloat16 when training in bf16, else float32
+    save_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = 0
 
 
@@ -64,8 +69,31 @@ class TrainResult:
         return cls(**data)  # a missing or unknown field is an error, never a silent default
 
 
+CHECKPOINTING_FROM = 1_000_000_000  # parameters: ``gradient_checkpointing: null`` turns it on from here
+
+
+def checkpointing(model, cfg: TrainConfig) -> bool:
+    """Whether this recipe recomputes activations for this model (explicit, or by the model's size)."""
+    if cfg.gradient_checkpointing is not None:
+        return cfg.gradient_checkpointing
+    return sum(p.numel() for p in model.parameters()) >= CHECKPOINTING_FROM
+
+
+def export_dtype(cfg: TrainConfig) -> torch.dtype:
+    """The exported checkpoint's dtype: ``save_dtype``, or bfloat16 for a bf16 recipe and float32 otherwise (a
+    float32 checkpoint of a 7B model is twice the disk and would be served in float32)."""
+    name = cfg.save_dtype if cfg.save_dtype != "auto" else ("bfloat16" if cfg.bf16 else "float32")
+    return getattr(torch, name)
+
+
 def prepare_model(model, cfg: TrainConfig):
-    """Freeze/unfreeze per recipe; wrap with LoRA. Returns (model, param groups)."""
+    """Freeze/unfreeze per recipe; gradient checkpointing; wrap with LoRA. Returns (model, param groups)."""
+    if checkpointing(model, cfg):
+        # non-reentrant: gradients reach LoRA's adapters although the frozen embeddings' outputs need none
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     for p in model.parameters():
         p.requires_grad = False
     if cfg.method == "lora":

@@ -61,3 +61,33 @@ def instantiate(name: str, impl: str | None = None, config: dict[str, Any] | Non
         return get_selector(name, config)
     cls = load_class(impl)
     return cls(cls.Config(**(config or {})))
+
+
+# run inside an image: python -c DESCRIBE NAME CONFIG_JSON → one JSON line
+DESCRIBE = ("import json, sys; from selbench.selectors.registry import describe; "
+            "print(json.dumps(describe(sys.argv[1], json.loads(sys.argv[2])), default=str))")
+
+
+def describe(name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What planning needs to know of a selector that lives only inside a container image (a submission): run
+    there (``DESCRIBE``), never imported by the harness. ``error``
+    names what is wrong: an unknown name, a class that is not a selector, a config its schema rejects."""
+    from pydantic import ValidationError
+
+    table = available()
+    if name not in table:
+        return {"name": name, "error": f"no selector {name!r} is registered in this image "
+                                       f"(registered: {', '.join(sorted(table))})"}
+    try:
+        cls = load_class(table[name])
+    except (ImportError, AttributeError, SelectionError) as e:
+        return {"name": name, "error": f"{table[name]}: {type(e).__name__}: {e}"}
+    out: dict[str, Any] = {"name": name, "impl": table[name], "needs": sorted(cls.needs),
+                           "revision": int(getattr(cls, "revision", 1)),
+                           "config_schema": cls.Config.model_json_schema()}
+    try:
+        cls.Config(**(config or {}))
+    except ValidationError as e:
+        out["error"] = f"config: {e}"
+    return out
+

@@ -33,6 +33,8 @@ from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Store
 
 SELECTOR_STAGES = ("score", "select")  # run submitted code: never networked
+VIEWS = "views"  # STORE/views/<staging>: the store skeleton a selector's container sees (``sandbox_view``)
+SANDBOX_UID = 65534  # nobody: a selector's container never runs as root, even when the runner does
 # What never belongs in a copy of a package's source (build leftovers): for selector images and submissions.
 SOURCE_IGNORE = shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".git")
 CONTAINER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SELBENCH_NO_PROGRESS", "SELBENCH_VLLM_PYTHON")
@@ -51,6 +53,30 @@ def client(base_url: str | None = None):
     except DockerException as e:
         where = base_url or os.environ.get("DOCKER_HOST", "the default socket")
         raise RuntimeError(f"docker executor: no Docker daemon at {where} ({e})") from None
+
+
+def sandbox_user() -> tuple[int, int]:
+    """uid:gid of a selector's container: the runner's own, unless that is root (then nobody)."""
+    uid = os.getuid()
+    return (SANDBOX_UID, SANDBOX_UID) if uid == 0 else (uid, os.getgid())
+
+
+def locked_down(spec: ExecutorSpec, sandboxed: bool = True) -> dict:
+    """Container options every job gets — read-only root, no capabilities, no privilege gain, sized /tmp and
+    /dev/shm, a pid limit — and, for selector code (``sandboxed``), also no network, an unprivileged user and
+    memory / CPU limits even where the spec sets none (``executor.sandbox_*``)."""
+    tmp = spec.sandbox_tmp_mb
+    uid, gid = sandbox_user() if sandboxed else (os.getuid(), os.getgid())
+    opts: dict = {"user": f"{uid}:{gid}", "read_only": True, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
+                  "tmpfs": {"/tmp": f"size={tmp}m,mode=1777", "/dev/shm": f"size={tmp}m"},
+                  "pids_limit": spec.sandbox_pids if sandboxed else 4096, "network_mode": "none"}
+    memory = spec.memory_limit_mb or (spec.sandbox_memory_mb if sandboxed else None)
+    if memory:
+        opts["mem_limit"] = opts["memswap_limit"] = f"{memory}m"  # no swap: over the limit is an OOM kill
+    cpus = spec.threads_per_job or (spec.sandbox_cpus if sandboxed else None)
+    if cpus:
+        opts["nano_cpus"] = int(cpus * 1e9)
+    return opts
 
 
 def host_paths(config: object) -> set[Path]:
@@ -84,8 +110,8 @@ class ContainerHandle:
 
     grace = 0.0
 
-    def __init__(self, container, log: Path, memory_limit_mb: int | None):
-        self.container, self.log, self.memory_limit_mb = container, log, memory_limit_mb
+    def __init__(self, container, log: Path, memory_limit_mb: int | None, view: Path | None = None):
+        self.container, self.log, self.memory_limit_mb, self.view = container, log, memory_limit_mb, view
         self.timed_out: float | None = None
         self.error: str | None = None
         self.rc: int | None = None
@@ -112,6 +138,8 @@ class ContainerHandle:
         self.rc = int(state.get("ExitCode", -1))
         self.seconds = container_seconds(state)
         self.container.remove(force=True)
+        if self.view is not None:
+            shutil.rmtree(self.view, ignore_errors=True)
 
     def kill(self) -> None:
         if self.rc is not None:
@@ -148,6 +176,8 @@ class DockerExecutor(LocalExecutor):
         super().__init__(spec, store)
         self.docker = client(spec.docker_host)
         self.docker.images.get(spec.image)  # fail now, not per job, when the image is missing
+        if spec.hf_home is not None and not spec.hf_home.resolve().is_dir():
+            raise ValueError(f"executor.hf_home {spec.hf_home}: not a folder (the Hugging Face cache to mount)")
         self.watchdog_docker_host = spec.docker_host or ""  # "": the watchdog uses $DOCKER_HOST / the socket
 
     def cleanup(self) -> None:
@@ -163,6 +193,10 @@ class DockerExecutor(LocalExecutor):
                 pass
         if stale:
             self.on_message(f"removed {len(stale)} container(s) left by a killed run")
+        views = self.store.root / VIEWS  # store skeletons of selector containers whose staging folder is gone
+        for view in sorted(views.glob("*")) if views.is_dir() else []:
+            if not (self.store.root / "jobs" / view.name).exists():
+                shutil.rmtree(view, ignore_errors=True)
 
     def container_args(self, job: Job, gpus: tuple[int, ...] = (), staging: Path | None = None) -> dict:
         from docker.types import DeviceRequest, Mount
@@ -170,35 +204,62 @@ class DockerExecutor(LocalExecutor):
         store = self.store.root.resolve()
         staging = (staging or self.sandbox_staging(job.id)).resolve()
         sandboxed = job.stage in SELECTOR_STAGES
-        mounts = [Mount(str(store), str(store), type="bind", read_only=sandboxed)]
-        named = host_paths(self.lineage_configs(job)) | {Path(p).resolve() for p in self.spec.docker_mounts}
-        for p in outermost(named):
+        named = outermost(host_paths(self.lineage_configs(job)) | {Path(p).resolve() for p in self.spec.docker_mounts})
+        inside = [p for p in named if store in p.parents]  # e.g. a submission's site folder in the store
+        if sandboxed:  # the store as the selector sees it: its job spec, its inputs and its staging folder only
+            view = self.sandbox_view(job, staging, inside)
+            spec_file = str(store / "specs" / f"{job.id}.json")
+            mounts = [Mount(str(store), str(view), type="bind", read_only=True),  # Mount(target, source)
+                      Mount(spec_file, spec_file, type="bind", read_only=True)]
+            for folder in sorted({store / "jobs" / dep for dep in job.deps.values()} | set(inside)):
+                mounts.append(Mount(str(folder), str(folder), type="bind", read_only=True))
+            mounts.append(Mount(str(staging), str(staging), type="bind", read_only=False))
+        else:
+            mounts = [Mount(str(store), str(store), type="bind", read_only=False)]
+            if self.spec.hf_home is not None:  # datasets takes lock files in its cache: read-write
+                hf = str(self.spec.hf_home.resolve())
+                mounts.append(Mount(hf, hf, type="bind", read_only=False))
+        for p in named:
             if p != store and store not in p.parents:
                 mounts.append(Mount(str(p), str(p), type="bind", read_only=True))
         env = {k: v for k, v in job_env(self.spec.threads_per_job, None).items() if k in CONTAINER_ENV}
         env["HOME"] = "/tmp"  # the root file system is read-only; caches go to the container's tmpfs
+        if self.spec.hf_home is not None and not sandboxed:
+            env.update({"HF_HOME": str(self.spec.hf_home.resolve()), "HF_HUB_OFFLINE": "1",
+                        "HF_DATASETS_OFFLINE": "1"})
         env.update(self.spec.env)
         env.update(self.job_tags(job, staging))  # SELBENCH_STAGING: every job writes there; the executor publishes
-        if sandboxed:  # selector code writes only its staging folder
-            mounts.append(Mount(str(staging), str(staging), type="bind", read_only=False))
         args: dict = {
             "command": ["python", "-m", "selbench.harness.job", str(store), job.id],
-            "mounts": mounts, "environment": env, "working_dir": str(store), "detach": True,
-            "user": f"{os.getuid()}:{os.getgid()}", "pids_limit": 4096,
-            "read_only": True, "tmpfs": {"/tmp": "", "/dev/shm": ""},
-            "network_mode": "none" if job.stage in SELECTOR_STAGES else self.spec.docker_network,
+            "mounts": mounts, "environment": env, "working_dir": "/tmp" if sandboxed else str(store), "detach": True,
             # the runner and the store: the watchdog and the next run remove a killed runner's containers
             "labels": {"selbench.job": job.id, "selbench.stage": job.stage, "selbench.runner": self.token,
                        "selbench.store": str(store)},
+            **locked_down(self.spec, sandboxed),
         }
-        if self.spec.memory_limit_mb:
-            args["mem_limit"] = f"{self.spec.memory_limit_mb}m"
-            args["memswap_limit"] = f"{self.spec.memory_limit_mb}m"  # no swap: over the limit is an OOM kill
-        if self.spec.threads_per_job:
-            args["nano_cpus"] = int(self.spec.threads_per_job * 1e9)
+        if not sandboxed:
+            args["network_mode"] = self.spec.docker_network
         if gpus:
             args["device_requests"] = [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
         return args
+
+    def sandbox_view(self, job: Job, staging: Path, inside: Sequence[Path] = ()) -> Path:
+        """An empty skeleton of the store (``STORE/views/<staging name>``), mounted read-only over the store in a
+        selector's container. It holds only the mount points of what the job may see — its spec, its upstream
+        jobs' folders, its staging folder and named paths inside the store — so no other result, log or spec
+        exists in there. Removed when the container ends (and by the next run if the runner died)."""
+        store = self.store.root.resolve()
+        view = store / VIEWS / staging.name
+        shutil.rmtree(view, ignore_errors=True)
+        for sub in ("jobs", "logs", "specs", "hashes", "timings", "locks"):
+            (view / sub).mkdir(parents=True)
+        (view / "specs" / f"{job.id}.json").touch()
+        for folder in [*(store / "jobs" / dep for dep in job.deps.values()), staging, *inside]:
+            (view / folder.relative_to(store)).mkdir(parents=True, exist_ok=True)
+        uid, gid = sandbox_user()
+        if (uid, gid) != (os.getuid(), os.getgid()):  # root runner: the job's unprivileged user owns its outputs
+            os.chown(staging, uid, gid)
+        return view
 
     def lineage_configs(self, job: Job) -> list[dict]:
         """The job's config and its upstream jobs' (a fine-tune reads the images its pool job named)."""
@@ -222,8 +283,16 @@ class DockerExecutor(LocalExecutor):
         with open(log, "ab") as fh:
             fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.id} in {image} "
                      f"gpus={','.join(map(str, gpus)) or '<none>'}\n".encode())
-        container = self.docker.containers.run(image, **self.container_args(job, gpus, staging))
-        return ContainerHandle(container, log, self.spec.memory_limit_mb)
+        args = self.container_args(job, gpus, staging)
+        view = self.store.root.resolve() / VIEWS / staging.resolve().name if job.stage in SELECTOR_STAGES else None
+        try:
+            container = self.docker.containers.run(image, **args)
+        except Exception:
+            if view is not None:
+                shutil.rmtree(view, ignore_errors=True)
+            raise
+        limit = args.get("mem_limit")
+        return ContainerHandle(container, log, int(limit[:-1]) if limit else None, view)
 
 
 def build_image(docker_client, tag: str, dockerfile: str, repo: Path, *, base_image: str,
@@ -250,12 +319,17 @@ def build_image(docker_client, tag: str, dockerfile: str, repo: Path, *, base_im
         return "".join(chunk.get("stream", "") for chunk in logs)
 
 
-def build_selector_image(docker_client, tag: str, package: Path, repo: Path, *, harness_image: str) -> str:
-    """A submission image: docker/selector.Dockerfile with the selector package as its context."""
+def build_selector_image(docker_client, tag: str, package: Path, repo: Path | None = None, *,
+                         harness_image: str) -> str:
+    """A submission image: docker/selector.Dockerfile (of ``repo``, default this checkout) with the selector
+    package as its context, built with no network."""
+    dockerfile = (repo or Path(__file__).resolve().parents[4]) / "docker" / "selector.Dockerfile"
+    if not dockerfile.is_file():
+        raise FileNotFoundError(f"{dockerfile}: not found (build submission images from a SelBench checkout)")
     with tempfile.TemporaryDirectory(prefix="sbselector-") as tmp:
         ctx = Path(tmp) / "ctx"
         shutil.copytree(package, ctx, ignore=SOURCE_IGNORE)
-        shutil.copy2(repo / "docker" / "selector.Dockerfile", ctx / ".selbench.Dockerfile")
+        shutil.copy2(dockerfile, ctx / ".selbench.Dockerfile")
         _, logs = docker_client.images.build(path=str(ctx), dockerfile=".selbench.Dockerfile", tag=tag, rm=True,
                                              network_mode="none", buildargs={"HARNESS_IMAGE": harness_image})
         return "".join(chunk.get("stream", "") for chunk in logs)

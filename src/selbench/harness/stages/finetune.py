@@ -15,7 +15,7 @@ from selbench.harness.contracts import FinetuneConfig
 from selbench.harness.stages.select import checked_selection
 from selbench.harness.store import Job, Store
 from selbench.models.launch import STATE, load_trained, train_distributed
-from selbench.models.training import merge_for_export, train_on_pool
+from selbench.models.training import export_dtype, merge_for_export, train_on_pool
 from selbench.pool.manifest import load_manifest
 from selbench.progress import progress_bar
 
@@ -42,7 +42,7 @@ def run(job: Job, store: Store, out: Path) -> dict:
         else:
             peaks = {}
             model, processor, result = train_on_pool(c.target, manifest, indices, recipe, on_step=on_step)
-    model = merge_for_export(model)
+    model = merge_for_export(model).to(export_dtype(recipe))  # bf16 for a bf16 recipe: what vLLM then serves
     model.save_pretrained(out / "model")
     processor.save_pretrained(out / "model")
     (out / "train_log.json").write_text(json.dumps({"losses": result.losses, "steps": result.steps,
