@@ -89,3 +89,15 @@ def test_the_reference_label_is_reserved(selector: dict) -> None:
 
     with pytest.raises(ValueError, match="'full' is reserved for the full-data reference"):
         RunSpec(**{**_spec(), "selectors": [selector]})
+
+
+def test_task_data_is_resolved_and_keyed_only_when_given(small_world: Path, tmp_path: Path) -> None:
+    from selbench.harness.plan import build_plan
+    from selbench.harness.spec import RunSpec
+
+    plain = build_plan(RunSpec(**_spec(small_world)).resolved(tmp_path))
+    data = {**_spec(small_world), "evaluation": {"task_data": "hub-data"}}
+    local = build_plan(RunSpec(**data).resolved(tmp_path))
+    ev = lambda plan: [j for j in plan.jobs if j.stage == "evaluate"]  # noqa: E731
+    assert all("task_data" not in j.config for j in ev(plain))  # existing evaluate ids keep theirs
+    assert {j.config["task_data"] for j in ev(local)} == {str(tmp_path / "hub-data")}

@@ -71,3 +71,16 @@ def test_a_selector_revision_moves_its_jobs_and_no_others(monkeypatch) -> None:
     assert moved == {"xmas|10%|0", "xmas|20%|0", "xmas|30%|0"}
     prepare = lambda ids: [j for j in ids if j.startswith("prepare-")]  # noqa: E731
     assert all(prepare(before[c]) == prepare(after[c]) for c in moved)
+
+
+def test_later_recipe_fields_enter_the_key_only_when_set_away_from_their_default() -> None:
+    from selbench.models.training import TrainConfig
+
+    def cfg(**recipe) -> dict:
+        return FinetuneConfig(recipe=TrainConfig(**recipe), target="t", target_id=None).canonical()
+
+    assert "gradient_checkpointing" not in cfg()["recipe"] and "save_dtype" not in cfg()["recipe"]
+    assert cfg(gradient_checkpointing=None) == cfg()  # its default, even when written out
+    assert cfg(gradient_checkpointing=True)["recipe"]["gradient_checkpointing"] is True
+    assert cfg(save_dtype="bfloat16")["recipe"]["save_dtype"] == "bfloat16"
+    assert FinetuneConfig.model_validate(cfg()).recipe.save_dtype == "auto"  # parses back with the default

@@ -28,7 +28,8 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("mmbench_cn", "mmbench_cn_dev", "gpt_eval_score", scale=100, judge_fallback=True),
     # one run gives both MME scores: perception (out of 2000) is primary, cognition (out of 800) a second column
     Benchmark("mme", "mme", "mme_perception_score", scale=2000),
-    Benchmark("ai2d", "ai2d", "exact_match"),
+    # lmms-eval's ai2d scores only under its filter (MultiChoiceRegexFilter): the results key is metric,filter
+    Benchmark("ai2d", "ai2d", "exact_match,flexible-extract"),
     Benchmark("pope", "pope", "pope_f1_score"),  # all three splits in one run (9,000 items)
     Benchmark("pope_random", "pope_random", "pope_f1_score"),
     Benchmark("pope_pop", "pope_pop", "pope_f1_score"),

@@ -31,7 +31,9 @@ MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebri
 MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 MME_SUBTASKS = MME_PERCEPTION + MME_COGNITION
 MME_BLOCK = ("correct", "both_correct", "questions", "images")  # the 4 statistics of one block
-MME_KEYS = ("mme_percetion_score", "mme_cognition_score")  # lmms-eval's per-sample records (its spelling)
+# lmms-eval's per-sample records: 0.7.3 writes mme_perception_score (the rehearsal, tests/evaluators/
+# test_real_tasks.py, reads it); earlier versions spelled it mme_percetion_score
+MME_KEYS = ("mme_perception_score", "mme_percetion_score", "mme_cognition_score")
 
 
 def mme_rows(image_ids: Sequence[str], subtasks: Sequence[str], correct: Sequence[bool]

@@ -9,11 +9,15 @@ Models: ``lmms-eval-hf`` → ``selbench_hf`` (selbench.evaluators.lmms_model, gr
 ``lmms-eval-vllm`` → lmms-eval's ``openai`` model talking to a vLLM OpenAI-compatible server started for the job
 (selbench.evaluators.vllm_server). Embedded benchmarks are the package's task YAMLs (``lmms_tasks/``) pointed at
 the world's data files through a generated ``--include_path`` folder; the papers' benchmarks are lmms-eval's
-built-in tasks (their data sets must be reachable; a judge-scored one needs ``evaluation.judge``).
+built-in tasks, their YAMLs and hooks as shipped (a judge-scored one needs ``evaluation.judge``), reading their data
+sets from the Hub (its cache) or, with ``task_data``, from local copies laid out as the Hub
+(selbench.evaluators.task_data).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from selbench.evaluators.benchmarks import Benchmark, get, task_for
 from selbench.evaluators.items import from_samples
+from selbench.evaluators.task_data import fingerprint, local_repo, reading_from, task_config
 
 if TYPE_CHECKING:
     from selbench.evaluators.vllm_server import VLLMServer
@@ -39,13 +44,15 @@ class EvaluationError(RuntimeError):
     """An evaluation that must not become a number: names the benchmark and, where there is one, the file."""
 
 
-def task_hash(name: str, bench_dir: Path | None, task: str | None = None) -> str:
+def task_hash(name: str, bench_dir: Path | None, task: str | None = None, data: str | None = None) -> str:
     """Hash of what defines an embedded task: its YAML, the shared hooks and the data file (an lmms-eval task: its
-    name, ``task`` where a judge-free variant ran)."""
+    name, ``task`` where a judge-free variant ran, and ``data``, the fingerprint of a local copy of its data set)."""
     h = hashlib.sha256()
     b = get(name)
     if not b.embedded:
         h.update(f"lmms-eval:{task or b.task}".encode())
+        if data:
+            h.update(f":data:{data}".encode())
         return h.hexdigest()[:16]
     for f in (TASKS_DIR / f"{b.task}.yaml", TASKS_DIR / "utils.py", data_file(b, bench_dir)):
         h.update(f.read_bytes())
@@ -141,6 +148,17 @@ def generation_kwargs(cap: int | None, overrides: dict | None) -> str | None:
     return ",".join(f"{k}={v}" for k, v in kw.items()) or None
 
 
+def greedy_top_p(task_generation: dict) -> dict:
+    """What the vLLM backend adds to a task's generation settings: vLLM's OpenAI server rejects ``top_p: 0``
+    ("must be in (0, 1]"), which lmms-eval's POPE split tasks (pope_random / pope_pop / pope_adv) ask for together
+    with ``temperature: 0`` — greedy decoding, where top_p changes nothing — so those get ``top_p: 1.0``."""
+    top_p, temperature = task_generation.get("top_p"), task_generation.get("temperature", 0)
+    greedy = not task_generation.get("do_sample") and not float(temperature or 0) > 0
+    if top_p is not None and float(top_p) <= 0 and greedy:
+        return {"top_p": 1.0}
+    return {}
+
+
 class LmmsEvalSession:
     """``with LmmsEvalSession(...) as s: s.evaluate("emb_vqa")``. Starts (and stops) a vLLM server for the
     ``lmms-eval-vllm`` backend."""
@@ -148,10 +166,12 @@ class LmmsEvalSession:
     def __init__(self, backend: str, model_dir: Path, work: Path, benchmarks: list[str], bench_dir: Path | None,
                  *, batch_size: int = 64, max_new_tokens: int | None = None,
                  generation: dict[str, dict] | None = None, judge: str | None = None,
-                 vllm_args: list[str] | None = None) -> None:
+                 vllm_args: list[str] | None = None, task_data: Path | None = None) -> None:
         if backend not in ("lmms-eval-hf", "lmms-eval-vllm"):
             raise ValueError(f"not an lmms-eval backend: {backend!r}")
-        self.backend, self.model_dir, self.work = backend, model_dir, work
+        # absolute: lmms-eval runs with task_data as its working directory (selbench.evaluators.task_data)
+        self.backend, self.model_dir, self.work = backend, Path(model_dir).resolve(), Path(work).resolve()
+        self.task_data = Path(task_data).resolve() if task_data else None
         self.benchmarks, self.bench_dir, self.judge = benchmarks, bench_dir, judge
         self.batch_size, self.max_new_tokens, self.vllm_args = batch_size, max_new_tokens, vllm_args or []
         self.generation = generation or {}
@@ -192,6 +212,25 @@ class LmmsEvalSession:
             model_version=SERVED_NAME, base_url=server.base_url, api_key="EMPTY", timeout=120,
             max_retries=2, retry_backoff_s=0.5, num_concurrent=8, prefix_aware_queue=False)
 
+    def _yaml(self, name: str, task: str) -> str:
+        entry = self.tasks.task_index.get(task)
+        if entry is None or entry.get("yaml_path") in (None, -1):
+            raise EvaluationError(f"benchmark {name}: lmms-eval {self.info['lmms_eval']} has no task {task!r}")
+        return str(entry["yaml_path"])
+
+    def _task_config(self, name: str, task: str) -> dict:
+        return task_config(self._yaml(name, task))
+
+    def _local_data(self, name: str, task: str) -> str | None:
+        """With ``task_data``: the fingerprint of the local copy a real benchmark's task reads (an EvaluationError
+        naming the folder when there is none). None for embedded benchmarks and without ``task_data``."""
+        if self.task_data is None or get(name).embedded:
+            return None
+        try:
+            return fingerprint(local_repo(self.task_data, self._yaml(name, task)))
+        except FileNotFoundError as e:
+            raise EvaluationError(f"benchmark {name}: {e}") from None
+
     def __exit__(self, *exc) -> None:
         if self.server is not None:
             self.server.stop()
@@ -211,14 +250,23 @@ class LmmsEvalSession:
             task = task_for(bench, self.judge)
         except ValueError as e:
             raise EvaluationError(str(e)) from None
+        data = self._local_data(name, task)
         out = self.work / name
         shutil.rmtree(out, ignore_errors=True)  # a half-written earlier attempt
         tracker = EvaluationTracker(output_path=str(out))
+        # what lmms-eval's CLI passes: hooks write their side files (MMBench's and TextVQA's submissions, OCRBench's
+        # report) under output_path — without it, into the working directory — and process_results sees the docs
+        # without their images unless a task asks for them (the CLI's default, --process_with_media off)
+        cli_args = argparse.Namespace(output_path=str(out), process_with_media=False)
+        overrides = dict(self.generation.get(name) or {})
+        if self.backend == "lmms-eval-vllm":
+            overrides = {**greedy_top_p(self._task_config(name, task).get("generation_kwargs") or {}), **overrides}
         t0 = time.perf_counter()
-        results = evaluator.simple_evaluate(
-            model=self.lm, tasks=[task], batch_size=self.batch_size, log_samples=True,
-            evaluation_tracker=tracker, task_manager=self.tasks, verbosity="WARNING",
-            gen_kwargs=generation_kwargs(self.max_new_tokens, self.generation.get(name)))
+        with reading_from(self.task_data) if data is not None and self.task_data else contextlib.nullcontext():
+            results = evaluator.simple_evaluate(
+                model=self.lm, tasks=[task], batch_size=self.batch_size, log_samples=True,
+                evaluation_tracker=tracker, task_manager=self.tasks, verbosity="WARNING", cli_args=cli_args,
+                gen_kwargs=generation_kwargs(self.max_new_tokens, overrides))
         seconds = time.perf_counter() - t0
         if results is None:
             raise EvaluationError(f"benchmark {name}: lmms-eval returned no results")
@@ -230,7 +278,9 @@ class LmmsEvalSession:
         general.model_name = general.model_name_sanitized = "model"
         tracker.save_results_aggregated(results=results, samples=samples, datetime_str=get_datetime_str())
         tracker.save_results_samples(task_name=task, samples=samples[task])
-        files = sorted(out.rglob("*_results.json"))
+        # <output_path>/<model name>/<date>_results.json; side files may also end in _results.json (MMBench's
+        # submissions/mmbench_en_dev_static_results.json), so only the tracker's folder counts
+        files = sorted((out / general.model_name_sanitized).glob("*_results.json"))
         if not files:
             raise EvaluationError(f"benchmark {name}: lmms-eval wrote no results JSON under {out}")
         rows = parse_results(files[-1], task, required)
@@ -241,8 +291,8 @@ class LmmsEvalSession:
             where = f" ({self.server.log_tail()})" if self.server is not None and not self.server.alive() else ""
             raise EvaluationError(f"benchmark {name}: {len(failed)} of {len(preds)} requests to the vLLM server "
                                   f"failed{where}: {failed[0][:200]}")
-        items = from_samples(logged, bench.metric)
+        items = from_samples(logged, bench.metric.partition(",")[0])  # a sample logs the metric without its filter
         return {"rows": rows, "predictions": preds, "seconds": seconds, "task": task,
-                "task_hash": task_hash(name, self.bench_dir, task),
+                "task_hash": task_hash(name, self.bench_dir, task, data),
                 "judge": self.judge if bench.judge or bench.judge_fallback else None, "results_file": str(files[-1]),
                 "items": items.to_json() if items is not None else None}

@@ -96,6 +96,16 @@ class FinetuneConfig(StageConfig):
     target: str
     target_id: str | None
     processes: int = Field(1, ge=1)  # set (and so in the key) only when > 1: single-process ids stay as they were
+    # recipe fields added after recipes were first keyed: in the key only when they differ from their default, so
+    # a new field at its default leaves every existing fine-tune id as it was
+    LATER_RECIPE_FIELDS: ClassVar[tuple[str, ...]] = ("gradient_checkpointing", "save_dtype")
+
+    def canonical(self) -> dict[str, Any]:
+        out = super().canonical()
+        for name in self.LATER_RECIPE_FIELDS:
+            if out["recipe"].get(name) == TrainConfig.model_fields[name].default:
+                del out["recipe"][name]
+        return out
 
 
 class EvaluateConfig(StageConfig):
@@ -113,6 +123,9 @@ class EvaluateConfig(StageConfig):
     outputs: int = 1
     # benchmark → the metrics the protocol's columns read: these must be there and finite, others may be absent
     required: dict[str, list[str]] = Field(default_factory=dict)
+    # local copies of the real benchmarks' data sets, laid out as the Hub (selbench.evaluators.task_data); None:
+    # lmms-eval reads them from the Hub / its cache. Set by the plan only when given, so other job ids stay as they are
+    task_data: str | None = None
 
 
 STAGE_CONFIGS: dict[str, type[StageConfig]] = {c.stage: c for c in (PrepareConfig, ScoreConfig, SelectConfig,

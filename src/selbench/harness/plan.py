@@ -76,8 +76,12 @@ def build_plan(spec: RunSpec) -> Plan:
                                 strict=spec.pool.strict, file=_file_id(spec.pool.path), **pinned))
     fingerprints = {w: model_fingerprint(getattr(spec, w)) for w in ("target", "proxy")}  # once per plan
     ev = spec.evaluation
-    generation: dict[str, Any] = {"generation": ev.generation} if ev.generation else {}  # in the key only when given
-    eval_cfg = EvaluateConfig(benchmarks=spec.benchmarks, backend=ev.backend, **generation,
+    optional: dict[str, Any] = {}  # in the key only when given: other ids keep theirs
+    if ev.generation:
+        optional["generation"] = ev.generation
+    if ev.task_data is not None:
+        optional["task_data"] = str(ev.task_data)
+    eval_cfg = EvaluateConfig(benchmarks=spec.benchmarks, backend=ev.backend, **optional,
                               bench_dir=str(spec.world.out / "benchmarks") if spec.world else None,
                               batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens, judge=ev.judge,
                               vllm_args=ev.vllm_args, outputs=2, required=_required_metrics(spec))

@@ -63,6 +63,10 @@ class EvalSpec(Strict):
     generation: dict[str, dict[str, int | float | bool | str]] = Field(default_factory=dict)
     judge: str | None = None  # judge model for MM-Vet / LLaVA-Bench (lmms-eval reads its API key from the env)
     vllm_args: list[str] = Field(default_factory=list)  # extra `vllm serve` flags, e.g. --tensor-parallel-size 2
+    # a folder holding the real benchmarks' data sets at their Hub ids (ROOT/lmms-lab/MME/ …, as
+    # `huggingface-cli download ID --repo-type dataset --local-dir ROOT/ID` lays them out): lmms-eval's own tasks
+    # read them from there, offline (docs/real-benchmarks.md); relative to the spec's folder
+    task_data: Path | None = None
 
 
 class StatisticsSpec(Strict):
@@ -255,7 +259,8 @@ class RunSpec(Strict):
         assert spec.pool is not None  # the validator requires a world or a pool
         absolute = lambda p: None if p is None else (p if p.is_absolute() else base / p)  # noqa: E731
         pool = spec.pool.model_copy(update={"path": absolute(spec.pool.path), "images": absolute(spec.pool.images)})
-        return spec.model_copy(update={"pool": pool, "target": absolute(spec.target),
+        evaluation = spec.evaluation.model_copy(update={"task_data": absolute(spec.evaluation.task_data)})
+        return spec.model_copy(update={"pool": pool, "target": absolute(spec.target), "evaluation": evaluation,
                                        "proxy": absolute(spec.proxy), "store": absolute(spec.store)})
 
 

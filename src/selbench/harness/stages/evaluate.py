@@ -35,7 +35,7 @@ def _session(c: EvaluateConfig, model_dir: Path, work: Path, names: list[str]):
 
     return LmmsEvalSession(c.backend, model_dir, work, names, bench_dir, batch_size=c.batch_size,
                            max_new_tokens=c.max_new_tokens, generation=c.generation, judge=c.judge,
-                           vllm_args=c.vllm_args)
+                           vllm_args=c.vllm_args, task_data=Path(c.task_data) if c.task_data else None)
 
 
 def run(job: Job, store: Store, out: Path) -> dict:
