@@ -242,3 +242,21 @@ def test_code_travels_with_the_stored_job(tmp_path: Path) -> None:
         assert back.code == job.code and back.id == job.id
     job = plan.jobs[0]
     assert Job(job.stage, job.config, job.deps, job.cell, code="other").id != job.id
+
+
+def test_stages_hash_what_they_start_by_name(monkeypatch) -> None:
+    """The job entrypoint (every stage), the training worker (fine-tune) and the embedded lmms-eval task files
+    (evaluate) are run by name, not imported: each is part of its stage's fingerprint."""
+    from selbench.harness import codeprint as cp
+
+    stages = ("prepare", "finetune", "evaluate")
+    cp.clear_cache()
+    full = {s: cp.stage_fingerprint(s) for s in stages}
+    monkeypatch.setattr(cp, "DATA_FOLDERS", {})
+    monkeypatch.setattr(cp, "RUN_BY_NAME", {})
+    monkeypatch.setattr(cp, "ENTRYPOINT", "selbench.harness.stages.prepare")
+    cp.clear_cache()
+    bare = {s: cp.stage_fingerprint(s) for s in stages}
+    cp.clear_cache()
+    assert all(full[s] != bare[s] for s in stages), (full, bare)
+    assert any(rel.endswith("lmms_tasks/utils.py") for rel, _ in cp._data_files("evaluators/lmms_tasks"))

@@ -178,7 +178,7 @@ def test_hostile_jobs_are_contained_and_reported(small_world, clean_docker_run, 
     spec = docker_spec(tmp_path, small_world, sock, [{"name": "random"}, *hostile],
                        timeout_s={"score": 30, "finetune": 600, "evaluate": 600, "prepare": 120},
                        memory_limit_mb=1500, sandbox_pids=128, docker_mounts=[str(REPO / "tests")],
-                       env={"PYTHONPATH": str(REPO)})
+                       sandbox_env={"PYTHONPATH": str(REPO)})  # executor.env never reaches selector containers
     result = runner.run(spec)
     listener.close()
     board = result.board.set_index("selector")

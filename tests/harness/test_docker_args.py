@@ -60,6 +60,7 @@ def test_mounts_limits_gpu_and_sandbox(tmp_path: Path) -> None:
                                f"jobs/{prepare.id}", f"jobs/{staging.name}"])
     assert args["network_mode"] == "none" and "device_requests" not in args
     assert args["environment"]["SELBENCH_STAGING"] == str(staging)
+    assert "A" not in args["environment"]  # executor.env (a judge's key, say) stays out of selector code's reach
     # never root; the spec's memory limit wins over the sandbox default
     uid = 65534 if os.getuid() == 0 else os.getuid()
     assert args["user"].split(":")[0] == str(uid) and staging.stat().st_uid == uid

@@ -260,3 +260,46 @@ def test_a_lock_waits_for_its_holder_and_says_who(tmp_path: Path) -> None:
         assert time.monotonic() - t0 >= 0.9
     other.join()
     assert said and f"pid {other.pid}" in said[0]
+
+
+def test_outputs_that_cannot_be_listed_or_parsed_are_rejected_not_a_crash(tmp_path: Path) -> None:
+    """A hostile job's outputs: JSON nested past the parser, a tree nested past any job, an unreadable folder
+    (as a non-root runner sees it) — each is a problem naming the file, and its leftovers can be removed."""
+    from selbench.harness.store import MAX_DEPTH, Job, Store, remove_tree
+
+    store = Store(tmp_path / "store")
+    job = Job("score", {"selector": "x"})
+    store.write_job(job)
+
+    def staged() -> Path:
+        tmp = store.staging(job.id)
+        (tmp / "meta.json").write_text(json.dumps({"id": job.id}))
+        return tmp
+
+    tmp = staged()
+    (tmp / "deep.json").write_text("[" * 100_000)
+    assert "deep.json is unreadable (RecursionError" in store.seal(job, tmp, {})
+    store.abandon(tmp)
+
+    tmp = staged()
+    deep = tmp.joinpath(*["d"] * (MAX_DEPTH + 3))
+    deep.mkdir(parents=True)
+    assert f"nested more than {MAX_DEPTH} folders deep" in store.seal(job, tmp, {})
+    nested = tmp_path / "nested"
+    level = nested
+    for _ in range(1500):  # too deep for shutil.rmtree's (and os.makedirs') recursion on 3.11
+        level = level / "n"
+        level.mkdir(parents=level.parent == nested)
+    remove_tree(nested)
+    assert not nested.exists()
+    store.abandon(tmp)
+
+    if os.geteuid() != 0:  # root reads a mode-000 folder anyway
+        tmp = staged()
+        (tmp / "hidden").mkdir()
+        (tmp / "hidden" / "x").write_text("x")
+        (tmp / "hidden").chmod(0)
+        try:
+            assert "hidden cannot be listed" in store.seal(job, tmp, {})
+        finally:
+            (tmp / "hidden").chmod(0o755)

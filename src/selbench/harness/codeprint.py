@@ -4,8 +4,10 @@ result and unchanged code always does (``Job.code``, part of the job key).
 What is hashed (sha256 of file *contents*, never mtimes, listed by their paths relative to the package root, i.e.
 ``selbench/harness/store.py``, so the same code installed elsewhere has the same fingerprint):
 
-- every job: the stage's module (``selbench.harness.stages.<stage>``) and the transitive closure of the ``selbench``
-  modules it imports, with the packages that contain them (their ``__init__.py`` runs too);
+- every job: the stage's module (``selbench.harness.stages.<stage>``), the job entrypoint (``selbench.harness.job``)
+  and what the stage starts by name (the training worker), with the transitive closure of the ``selbench`` modules
+  they import and the packages that contain them (their ``__init__.py`` runs too); the evaluate stage also hashes
+  the embedded benchmarks' lmms-eval task files (``evaluators/lmms_tasks``: YAML and utils);
 - score and select jobs: also the selector's code — the module of its class (a registry entry point or an
   ``impl: module:Class``) and the closure of the modules it imports within its own top-level package and within
   ``selbench``.
@@ -172,11 +174,34 @@ def _digest(files: tuple[tuple[str, str], ...]) -> str:
     return h.hexdigest()
 
 
+# What a stage runs that no import statement names, so the closure cannot find it: the job entrypoint (every stage;
+# it picks the stage module by a string), the training worker (``accelerate launch`` starts it by name) and the
+# embedded benchmarks' lmms-eval tasks (YAML and utils that lmms-eval loads from their folder).
+RUN_BY_NAME: dict[str, tuple[str, ...]] = {"finetune": ("selbench.models.train_worker",)}
+ENTRYPOINT = "selbench.harness.job"
+DATA_FOLDERS: dict[str, tuple[str, ...]] = {"evaluate": ("evaluators/lmms_tasks",)}
+
+
+def _data_files(folder: str) -> tuple[tuple[str, str], ...]:
+    spec = _spec(HOME)
+    if spec is None or spec.origin is None:
+        return ()
+    package = Path(spec.origin).parent
+    root = package / folder
+    return tuple(sorted((p.relative_to(package.parent).as_posix(), hashlib.sha256(p.read_bytes()).hexdigest())
+                        for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts))
+
+
 @cache
 def stage_fingerprint(stage: str) -> str:
-    """The harness's code for ``stage``: its module and the ``selbench`` modules it imports."""
-    module = STAGES[stage].partition(":")[0]
-    return _digest(closure(module, (HOME,)))
+    """The harness's code for ``stage``: its module, the job entrypoint, what the stage starts by name, and the
+    ``selbench`` modules all of them import; plus the stage's data files (``DATA_FOLDERS``)."""
+    files: dict[str, str] = {}
+    for module in (STAGES[stage].partition(":")[0], ENTRYPOINT, *RUN_BY_NAME.get(stage, ())):
+        files.update(closure(module, (HOME,)))
+    for folder in DATA_FOLDERS.get(stage, ()):
+        files.update(_data_files(folder))
+    return _digest(tuple(sorted(files.items())))
 
 
 @cache

@@ -120,7 +120,10 @@ class ExecutorSpec(Strict):
     sandbox_cpus: float = Field(default=4.0, gt=0)
     sandbox_pids: int = Field(default=512, ge=32)
     sandbox_tmp_mb: int = Field(default=2048, ge=16)  # each of /tmp and /dev/shm (tmpfs, counted as memory)
-    env: dict[str, str] = Field(default_factory=dict)  # extra environment for every job (all executors)
+    # extra environment for every job (all executors) — except, under Docker, selector containers: secrets such as a
+    # judge's API key must not reach submitted code; they get ``sandbox_env`` only
+    env: dict[str, str] = Field(default_factory=dict)
+    sandbox_env: dict[str, str] = Field(default_factory=dict)
     ray_address: str | None = None
 
 

@@ -30,6 +30,7 @@ import os
 import platform
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -296,7 +297,7 @@ class Store:
         lock = self._owned.pop(tmp, None) or acquire(self._owner_lock(tmp), wait=False, what=f"staging {job_id}")
         if lock is None:
             raise RuntimeError(f"staging folder {tmp} is in use by {holder(self._owner_lock(tmp))}")
-        shutil.rmtree(tmp, ignore_errors=True)  # an earlier attempt of this very process
+        remove_tree(tmp)  # an earlier attempt of this very process
         tmp.mkdir(parents=True)
         self._owned[tmp] = lock
         return tmp
@@ -310,7 +311,7 @@ class Store:
             lock = acquire(self._owner_lock(tmp), wait=False)
             if lock is None:  # a live owner: another runner's job in flight
                 continue
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             lock.release(unlink=True)
             gone.append(tmp)
         return gone
@@ -343,7 +344,7 @@ class Store:
         """Rename a finished staging folder into place (atomic)."""
         dest = self.path(job_id)
         if dest.exists():  # another worker finished the same job first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
         else:
             tmp.rename(dest)
         lock = self._owned.pop(tmp, None)
@@ -356,7 +357,10 @@ class Store:
     def seal(self, job: Job, tmp: Path, timings: dict[str, Any]) -> str | None:
         """Record the executor's timings and the hashes of a finished staging folder (before it is published).
         Returns a problem (unreadable meta.json / JSON output) instead of sealing bad outputs."""
-        outputs = _files(tmp)
+        try:
+            outputs = _files(tmp)
+        except OutputError as e:
+            return f"{tmp.name}: {e}"
         odd = _odd(outputs)
         if odd is not None:
             return f"{tmp.name}/{odd} is not a regular file (links and special files are not accepted as outputs)"
@@ -404,7 +408,10 @@ class Store:
                     "(a run killed as it finished, a job run by hand, or an older selbench)")
         except (OSError, ValueError, KeyError, TypeError) as e:
             return f"hashes/{job.id}.json is unreadable ({type(e).__name__})"
-        present = _files(folder)
+        try:
+            present = _files(folder)
+        except OutputError as e:
+            return f"jobs/{job.id}: {e}"
         odd = _odd(present)
         if odd is not None:
             return f"{rel(odd)} is not a regular file"
@@ -478,13 +485,47 @@ class Store:
         return dest
 
 
+MAX_DEPTH = 32  # folders below a job's output folder
+MAX_ENTRIES = 200_000  # files in one job's outputs
+
+
+class OutputError(Exception):
+    """A job's output folder cannot be listed in full (unreadable, too deep, too many files)."""
+
+
 def _files(folder: Path) -> dict[str, Path]:
     """Every entry of an output folder but its directories (symbolic links and other oddities included, so they
-    are refused rather than followed)."""
+    are refused rather than followed). OutputError when any part cannot be listed — an unreadable folder would
+    otherwise hide its contents from the seal — or the tree is deeper or larger than any job writes."""
     if not folder.is_dir():
         return {}
-    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
-            if p.is_symlink() or not p.is_dir()}
+    found: dict[str, Path] = {}
+
+    def fail(e: OSError) -> None:
+        where = Path(e.filename).relative_to(folder).as_posix() if e.filename else "?"
+        raise OutputError(f"{where} cannot be listed ({e.strerror or type(e).__name__})")
+
+    for root, dirs, names in os.walk(folder, onerror=fail):  # never descends into linked folders
+        here = Path(root)
+        depth = len(here.relative_to(folder).parts)
+        if depth >= MAX_DEPTH:
+            raise OutputError(f"{here.relative_to(folder).parts[0]}/… is nested more than {MAX_DEPTH} folders deep")
+        for name in names + [d for d in dirs if (here / d).is_symlink()]:
+            found[(here / name).relative_to(folder).as_posix()] = here / name
+        if len(found) > MAX_ENTRIES:
+            raise OutputError(f"more than {MAX_ENTRIES} files")
+    return dict(sorted(found.items()))
+
+
+def remove_tree(path: Path) -> None:
+    """``shutil.rmtree`` that also removes what it cannot (a tree too deep for its recursion): a job's leftovers
+    must never stop the next run's cleanup."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, RecursionError):
+        subprocess.run(["rm", "-rf", "--", str(path)], check=False, capture_output=True)
 
 
 def _odd(files: dict[str, Path]) -> str | None:
@@ -504,7 +545,7 @@ def _readable(job_id: str, folder: Path, rel: Callable[[str], str]) -> str | Non
         meta = json.loads((folder / META).read_text())
     except FileNotFoundError:
         return f"{rel(META)} is missing"
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested beyond the parser
         return f"{rel(META)} is unreadable ({type(e).__name__}: {str(e)[:80]})"
     if not isinstance(meta, dict) or meta.get("id") != job_id:
         return f"{rel(META)} does not describe job {job_id}"
@@ -512,7 +553,7 @@ def _readable(job_id: str, folder: Path, rel: Callable[[str], str]) -> str | Non
         if name.endswith(".json") and name != META and p.stat().st_size <= SMALL_FILE:
             try:
                 json.loads(p.read_text())
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RecursionError) as e:
                 return f"{rel(name)} is unreadable ({type(e).__name__}: {str(e)[:80]})"
     return None
 

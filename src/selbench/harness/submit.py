@@ -37,9 +37,12 @@ from selbench.harness.executors import make_executor
 from selbench.harness.executors.docker import SOURCE_IGNORE
 from selbench.harness.plan import build_plan
 from selbench.harness.spec import ExecutorSpec, RunSpec, load_spec
-from selbench.harness.stages.select import SELECTION
+from selbench.harness.stages.select import checked_selection
 from selbench.harness.store import Store
-from selbench.selectors.base import Budget
+from selbench.selectors.base import Budget, SelectionError
+
+DESCRIBE_TIMEOUT_S = 120  # a submission image answers `describe` within this, or is rejected
+DESCRIBE_MAX_BYTES = 1 << 20  # of its output read back
 
 
 class SubmissionError(ValueError):
@@ -132,23 +135,33 @@ def describe_image(executor: ExecutorSpec, image: str, name: str, config: dict |
     """The selector's registry entry as its own image reports it (``registry.describe``), asked in a locked-down
     container (no network, read-only, no capabilities, unprivileged): its name, needs and config schema, and the
     config checked against that schema. SubmissionError when the image is missing or says something is wrong."""
-    from docker.errors import ContainerError, DockerException, ImageNotFound
+    from docker.errors import DockerException, ImageNotFound
 
     from selbench.harness.executors.docker import client, locked_down
     from selbench.selectors.registry import DESCRIBE
 
     docker = client(executor.docker_host)
     try:
-        out = docker.containers.run(image, ["python", "-c", DESCRIBE, name, json.dumps(config or {})],
-                                    environment={"HOME": "/tmp"}, remove=True, stdout=True, stderr=False,
-                                    **locked_down(executor))
+        container = docker.containers.run(image, ["python", "-c", DESCRIBE, name, json.dumps(config or {})],
+                                          environment={"HOME": "/tmp"}, detach=True, **locked_down(executor))
     except ImageNotFound:
         raise SubmissionError(f"image {image}: not found by the Docker daemon") from None
-    except ContainerError as e:
-        raise SubmissionError(f"image {image}: cannot describe selector {name!r} (exit {e.exit_status}: "
-                              f"{(e.stderr or b'').decode(errors='replace').strip()[-600:]})") from None
     except DockerException as e:
         raise SubmissionError(f"image {image}: {e}") from None
+    try:
+        try:
+            code = int(container.wait(timeout=DESCRIBE_TIMEOUT_S).get("StatusCode", -1))
+        except Exception:  # the client's read timeout: the image's code did not answer
+            raise SubmissionError(f"image {image}: no description of {name!r} within {DESCRIBE_TIMEOUT_S} s") from None
+        out = container.logs(stdout=True, stderr=False)[-DESCRIBE_MAX_BYTES:]
+        if code != 0:
+            err = container.logs(stdout=False, stderr=True)[-600:].decode(errors="replace").strip()
+            raise SubmissionError(f"image {image}: cannot describe selector {name!r} (exit {code}: {err})")
+    finally:
+        try:
+            container.remove(force=True)
+        except DockerException:
+            pass
     lines = out.decode(errors="replace").strip().splitlines()
     try:
         info = json.loads(lines[-1])
@@ -203,7 +216,11 @@ def conformance(spec_path: Path, sub: Submission, work: Path) -> list[str]:
                 problems.append(f"run {replica}, {stage}: {o.reason}")
         if bad:
             break
-        picks.append(json.loads((store.path(cell.jobs["select"]) / f"{SELECTION}.json").read_text())["indices"])
+        try:  # the harness's own check: an image's in-container check is the submission's code
+            picks.append(checked_selection(store, store.read_job(cell.jobs["select"])))
+        except SelectionError as e:
+            problems.append(f"run {replica}, select: {e}")
+            break
     if len(picks) == 2 and picks[0] != picks[1]:
         differ = len(set(picks[0]) ^ set(picks[1])) // 2
         problems.append(f"non-deterministic: two runs with seed {spec0.seeds[0]} at budget {budget} selected "

@@ -90,8 +90,8 @@ def host_paths(config: object) -> set[Path]:
             found |= host_paths(v)
     elif isinstance(config, str) and config.startswith("/"):
         p = Path(config.split(":", 1)[0])  # pool file ids are "PATH:size:mtime"
-        if p.exists():
-            found.add(p if p.is_dir() else p.parent)
+        if p.exists():  # resolved: a symlinked path would otherwise bypass the store view's (resolved) mount point
+            found.add((p if p.is_dir() else p.parent).resolve())
     return found
 
 
@@ -227,7 +227,7 @@ class DockerExecutor(LocalExecutor):
         if self.spec.hf_home is not None and not sandboxed:
             env.update({"HF_HOME": str(self.spec.hf_home.resolve()), "HF_HUB_OFFLINE": "1",
                         "HF_DATASETS_OFFLINE": "1"})
-        env.update(self.spec.env)
+        env.update(self.spec.sandbox_env if sandboxed else self.spec.env)  # executor.env may hold secrets
         env.update(self.job_tags(job, staging))  # SELBENCH_STAGING: every job writes there; the executor publishes
         args: dict = {
             "command": ["python", "-m", "selbench.harness.job", str(store), job.id],

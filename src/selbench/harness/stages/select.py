@@ -48,8 +48,8 @@ def checked_selection(store: Store, job: Job, pool: Manifest | None = None) -> l
     try:
         side = json.loads((folder / f"{SELECTION}.json").read_text())
         lines = (folder / SELECTION).read_text().splitlines()
-    except (OSError, ValueError) as e:
-        raise SelectionError(f"{who} rejected: unreadable ({type(e).__name__}: {e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested beyond the parser
+        raise SelectionError(f"{who} rejected: unreadable ({type(e).__name__}: {str(e)[:200]})") from None
     indices = side.get("indices") if isinstance(side, dict) else None
     if not isinstance(indices, list) or not all(type(i) is int for i in indices):
         raise SelectionError(f"{who} rejected: {SELECTION}.json has no list of integer 'indices'")
