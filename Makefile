@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.selbench-installed
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.selbench-installed
-APT_PACKAGES := chromium fonts-dejavu-core docker.io iptables debootstrap
+APT_PACKAGES := chromium fonts-dejavu-core docker.io iptables debootstrap texlive-latex-base texlive-latex-recommended
 WORLD ?= out/world
 # pip.conf here lists local index folders that may not exist; drop that noise, keep real errors.
 QUIET := { grep -v '^WARNING: Location' || true; }
@@ -40,7 +40,8 @@ $(VLLM_STAMP): requirements/vllm-lock.txt tools/fix_torchvision_cpu.py
 vllm: $(VLLM_STAMP)
 
 # Debian packages the tests need: headless chromium (+ a font) for the report's screenshot test; docker.io (the
-# tests start their own dockerd), iptables and debootstrap (the base image is made locally: no registry here).
+# tests start their own dockerd), iptables and debootstrap (the base image is made locally: no registry here);
+# pdflatex and booktabs (texlive-latex-base, -recommended: ~50 MB, ~35 s) to compile the report's LaTeX tables.
 # Installed only when missing; needs root (CI and these machines run as root).
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -329,6 +329,41 @@ def report(
         console.print(f"report: [bold]{folder / 'index.html'}[/]")
 
 
+def _run_for_nightly(spec: Path):
+    """Run a spec and its report with nothing printed meanwhile (the nightly's verdict comes first): every line the
+    run would print — each job's start and outcome, the runner's messages, warnings — goes into the returned log,
+    which the nightly keeps as the night's run.log."""
+    import contextlib
+    import io
+    import warnings
+
+    from selbench.harness import runner
+
+    try:
+        runner.load_spec(spec)
+    except ValueError as e:
+        err.print(f"[red]error:[/] {escape(str(e))}")
+        raise typer.Exit(2) from None
+    log = io.StringIO()
+
+    def on_event(job, outcome) -> None:
+        who = f"{job.cell.get('selector', '')} {job.cell.get('budget', '')}".strip()
+        if outcome is None:
+            log.write(f"start {job.id} {who}\n")
+        else:
+            log.write(f"{outcome.status} {job.id} {who}" + (f" — {outcome.reason}" if outcome.reason else "")
+                      + (f" ({outcome.seconds:.1f}s)" if outcome.seconds else "") + "\n")
+
+    def on_message(message: str) -> None:
+        log.write(f"[selbench] {message}\n")
+
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
+        warnings.simplefilter("default")  # each warning once, into the log
+        result = runner.run(spec, on_event=on_event, on_message=on_message)
+        _report(result.out)
+    return result, log.getvalue()
+
+
 @app.command()
 def nightly(
     spec: Path = typer.Argument(..., help="Run spec (YAML)."),
@@ -336,33 +371,41 @@ def nightly(
     arp_tolerance: float = typer.Option(5.0, help="Smallest ARP change (points) that counts, with one seed."),
     osc_tolerance: float = typer.Option(0.25, help="Smallest relative OSC change that counts."),
     z: float = typer.Option(2.0, help="Noise multiple of the seed std of the mean difference (several seeds)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the verdict and the changed cells only."),
 ) -> None:
     """Run a spec, compare every cell with the previous night, append to the history, render the trend page.
-    Exits 1 when a cell regressed (ARP or OSC beyond noise, or a cell that now fails)."""
+    The first line printed is the verdict (REGRESSION / SPEC CHANGED / IMPROVED / UNCHANGED / FIRST NIGHT), then
+    the spec changes and changed cells; then, unless --quiet, where things are and the leaderboard. The run's own
+    lines go to the night's run.log. Exits 1 when a cell regressed (ARP or OSC beyond noise, or a cell that now
+    fails); a spec change (other than its store) is reported as such and never counts as a regression."""
     from selbench.reports.nightly import Thresholds, record
 
-    result = _run_spec(spec, fail_exit=False)
+    result, log = _run_for_nightly(spec)
     commit = None
     if not result.board.empty and "commit" in result.board.columns:
         commit = next((c for c in result.board["commit"] if isinstance(c, str)), None)
+    saved = result.out / "spec.json"
     try:
         night = record(history, result.board, result.spec.name, result.spec.fingerprint(),
                        commit, Thresholds(arp_tolerance, osc_tolerance, z),
                        benchmarks=[c.key for c in result.spec.columns], items=_items(result.out),
-                       columns=result.spec.columns)
+                       columns=result.spec.columns, spec=json.loads(saved.read_text()) if saved.exists() else None,
+                       report=result.out / "report" / "index.html", log=log)
     except ValueError as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
-    table = Table("cell", "kind", "metric", "detail", title=f"night {night.night} vs {night.previous or '—'}")
-    colour = {"regression": "red", "improvement": "green"}
-    for c in night.changes:
-        table.add_row(f"{c.selector} @ {c.budget}", f"[{colour.get(c.kind, 'white')}]{c.kind}[/]", c.metric, c.detail)
-    console.print(table if night.changes else f"night {night.night}: no change beyond noise"
-                  + ("" if night.previous else " (first night)"))
-    console.print(f"trend page: [bold]{night.page}[/]")
-    if night.regressions:
-        err.print(f"[red]{len(night.regressions)} regression(s)[/]")
-        raise typer.Exit(1)
+    for line in night.lines():  # labels and reasons are data: printed as they are, never as markup
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not quiet:
+        console.print(f"trend page: {night.page}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"this night: {night.folder / 'comparison.json'}", markup=False, highlight=False,
+                      soft_wrap=True)
+        _print_board(result.board, result.spec.columns)
+        counts: dict[str, int] = {}
+        for o in result.statuses.values():
+            counts[o.status] = counts.get(o.status, 0) + 1
+        console.print(f"jobs: {counts}", markup=False, highlight=False)
+    raise typer.Exit(night.exit_code)
 
 
 @app.command("ls")
@@ -388,15 +431,22 @@ def submit(
                                            "entry point) or a container image built FROM the harness image."),
     spec: Path = typer.Option(Path("configs/demo.yaml"), help="The protocol to run it on."),
     selector: str | None = typer.Option(None, help="For an image: the selector's registry name inside it."),
+    trust_local: bool = typer.Option(False, "--trust-local",
+                                     help="Run a package's code outside a container, with your own rights (and "
+                                          "import it here to plan). Without it a package needs executor.kind docker."),
 ) -> None:
-    """Conformance checks, then the spec's protocol with the submission on its leaderboard (exit 1: rejected)."""
+    """Conformance checks, then the spec's protocol with the submission on its leaderboard (exit 1: rejected).
+    A package is built into its own image and runs only in containers under the Docker executor."""
+    from selbench.harness.spec import load_spec
     from selbench.harness.submit import SubmissionError, from_image, from_package
     from selbench.harness.submit import submit as run_submission
 
     try:
         store = runner_store(spec)
         if Path(source).is_dir():
-            sub = from_package(Path(source), store)
+            if trust_local:
+                err.print("[yellow]--trust-local:[/] the submission's code runs with your rights, unsandboxed")
+            sub = from_package(Path(source), store, load_spec(spec).executor, trust_local=trust_local)
         elif selector:
             sub = from_image(source, selector)
         else:

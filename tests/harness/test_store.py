@@ -303,3 +303,17 @@ def test_outputs_that_cannot_be_listed_or_parsed_are_rejected_not_a_crash(tmp_pa
             assert "hidden cannot be listed" in store.seal(job, tmp, {})
         finally:
             (tmp / "hidden").chmod(0o755)
+
+
+def test_unchanged_run_files_are_not_rewritten(tmp_path: Path) -> None:
+    from selbench.harness.results import write_if_changed
+
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    path = tmp_path / "results.parquet"
+    assert write_if_changed(path, frame.to_parquet(index=False))
+    before = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert not write_if_changed(path, frame.to_parquet(index=False))  # same frame, same bytes: left alone
+    assert path.stat().st_mtime_ns == before
+    assert write_if_changed(path, frame.assign(a=[1, 3]).to_parquet(index=False))
+    assert pd.read_parquet(path)["a"].tolist() == [1, 3]

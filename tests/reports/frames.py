@@ -62,3 +62,164 @@ def frames(alpha: str = "alpha") -> tuple[pd.DataFrame, pd.DataFrame]:
             "selbench": "0.1.0", "torch": "2.13.0+cpu", "transformers": "5.23.0",
         })
     return pd.DataFrame(results), pd.DataFrame(timings)
+
+
+# ------------------------------------------------------------------------------------------ demo-shaped run
+# configs/demo.yaml's shape without running it: seven selectors × three budgets + the reference, protocol
+# embedded_v1, per-item outcomes (so the report has CIs), a 1,000-row pool and every cell's selection in a store.
+# What can go wrong, once each: xmas @ 20% failed at fine-tuning; prism @ 30% has no emb_ocr result; coincide @ 30%
+# never ran (no selection either); every cell and the reference score the same on emb_count (all tie).
+
+DEMO_SELECTORS = ["random", "length", "perplexity", "coincide", "prism", "xmas", "scalselect"]
+DEMO_BUDGETS = ["10%", "20%", "30%"]
+DEMO_BENCH = ["emb_vqa", "emb_mc", "emb_pope", "emb_count", "emb_ocr"]
+DEMO_POOL = 1000
+DEMO_ITEMS = 60
+DEMO_DEVICE = "cpu (x86_64, 2 cores)"
+DEMO_FAILED = ("xmas", "20%", 0)
+DEMO_NO_OCR = ("prism", "30%", 0)
+DEMO_MISSING = ("coincide", "30%", 0)
+DEMO_SOURCES = {"coco": 0.4, "gqa": 0.25, "ocr_vqa": 0.15}  # the rest is text-only
+DEMO_SKILLS = ["color", "count", "ocr", "yesno", "caption"]
+
+
+def demo_spec(store: str) -> dict:
+    return {"name": "demo", "world": {"seed": 0, "samples": DEMO_POOL, "out": "w", "bench_items": DEMO_ITEMS},
+            "selectors": [{"name": s} for s in DEMO_SELECTORS], "budgets": [0.1, 0.2, 0.3], "seeds": [0],
+            "benchmarks": DEMO_BENCH, "protocol": "embedded_v1", "store": store,
+            "statistics": {"replicates": 200, "seed": 0, "confidence": 0.95}}
+
+
+def demo_pool() -> pd.DataFrame:
+    """A manifest frame: sources by image folder (and text-only rows), skills, lengths, repeated images."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    rows = []
+    cuts = np.cumsum(list(DEMO_SOURCES.values()))
+    for i in range(DEMO_POOL):
+        u = rng.random()
+        source = next((s for s, c in zip(DEMO_SOURCES, cuts) if u < c), None)
+        image_no = i if rng.random() > 0.2 else i // 4  # a fifth of the rows reuse an image
+        image = f"{source}/images/{image_no:06d}.jpg" if source else None
+        words = " ".join(["word"] * int(rng.integers(3, 60)))
+        turns = [["human", ("<image>\n" if image else "") + f"Question {i}? {words}"], ["gpt", "answer " * (i % 5)]]
+        rows.append({"index": i, "uid": f"u{i:05d}", "source_id": f"s{i}", "row": i, "image": image,
+                     "image_sha256": f"sha-{source}-{image_no}" if image else None,
+                     "turns": json.dumps(turns), "n_turns": 1, "skill": DEMO_SKILLS[int(rng.integers(5))]})
+    return pd.DataFrame(rows)
+
+
+def demo_selections(pool: pd.DataFrame) -> dict[tuple[str, str, int], list[str]]:
+    """Each cell's uids (the missing cell has none): random rows, the longest rows, rows of one source …"""
+    import numpy as np
+
+    out = {}
+    lengths = pool["turns"].str.len().to_numpy()
+    for s, sel in enumerate(DEMO_SELECTORS):
+        for budget in DEMO_BUDGETS:
+            if (sel, budget, 0) == DEMO_MISSING:
+                continue
+            k = DEMO_POOL * int(budget[:-1]) // 100
+            rng = np.random.default_rng(s * 10 + int(budget[:-1]))
+            if sel == "length":
+                idx = np.argsort(-lengths, kind="stable")[:k]
+            elif sel == "prism":  # prefers images, a coco-heavy pick
+                weight = np.where(pool["image"].fillna("").str.startswith("coco"), 5.0, 1.0)
+                idx = rng.choice(DEMO_POOL, k, replace=False, p=weight / weight.sum())
+            else:
+                idx = rng.choice(DEMO_POOL, k, replace=False)
+            out[(sel, budget, 0)] = [pool["uid"].iat[i] for i in sorted(idx)]
+    return out
+
+
+def demo_frames(store: str = "store") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """(results, timings, items, spec) of the demo-shaped run."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = DEMO_ITEMS
+    gold_yes = rng.random(n) < 0.5
+    count_right = rng.random(n) < 0.4  # one answer vector for every cell: emb_count ties everywhere
+    cells = [("full", "100%", 0)] + [(s, b, 0) for s in DEMO_SELECTORS for b in DEMO_BUDGETS]
+    results, timings, items = [], [], []
+    for sel, budget, seed in cells:
+        key = (sel, budget, seed)
+        lineage = {"prepare_job": "prepare-demo", "spec_hash": "0f1e2d3c4b5a", "commit": "0123456789abcdef0123",
+                   "selbench": "0.1.0", "torch": "2.13.0+cpu", "transformers": "5.23.0"}
+        if sel != "full":
+            lineage.update(score_job=f"score-{sel}", select_job=f"select-{sel}-{budget[:-1]}")
+        lineage.update(finetune_job=f"finetune-{sel}-{budget[:-1]}", evaluate_job=f"evaluate-{sel}-{budget[:-1]}")
+        failed, missing = key == DEMO_FAILED, key == DEMO_MISSING
+        row = {"run": "demo", "selector": sel, "budget": budget, "seed": seed,
+               "status": "failed" if failed else ("missing" if missing else "done"),
+               "reason": "finetune: out of memory (RLIMIT_AS 2048 MB)" if failed else None,
+               "pool_fingerprint": "abc123", "device": DEMO_DEVICE, **lineage}
+        if missing:
+            timings.append(row)
+            continue
+        size = 1.0 if sel == "full" else int(budget[:-1]) / 100
+        skill = 0.0 if sel == "full" else 0.08 * DEMO_SELECTORS.index(sel) / len(DEMO_SELECTORS)
+        p = 0.7 if sel == "full" else 0.35 + 0.5 * size + skill
+        row.update(selection_s=None if sel == "full" else 3.0 + DEMO_SELECTORS.index(sel),
+                   finetune_s=100.0 * size, feature_extraction_s=0.0 if sel in ("random", "length") else 1.5,
+                   proxy_training_s=2.0 if sel == "xmas" else 0.0, scoring_s=0.5, score_gpu_s=0.0,
+                   select_gpu_s=0.0, finetune_gpu_s=0.0, score_wall_s=2.0, select_wall_s=1.0)
+        if failed:
+            row.update(finetune_s=None)
+            timings.append(row)
+            continue
+        row.update(finetune_wall_s=100.0 * size, evaluate_wall_s=5.0)
+        timings.append(row)
+        for bench in DEMO_BENCH:
+            if key == DEMO_NO_OCR and bench == "emb_ocr":
+                continue
+            right = count_right if bench == "emb_count" else rng.random(n) < p
+            if bench == "emb_pope":
+                pred = np.where(right, gold_yes, ~gold_yes)
+                stats = np.stack([pred & gold_yes, pred & ~gold_yes, ~pred & gold_yes, ~pred & ~gold_yes], 1)
+                tp, fp, fn = stats[:, 0].sum(), stats[:, 1].sum(), stats[:, 2].sum()
+                value, metric, kind = 2 * tp / (2 * tp + fp + fn), "f1", "pope"
+            else:
+                stats = np.stack([right, np.ones(n, bool)], 1)
+                value, metric, kind = right.mean(), "exact_match", "mean"
+            results.append({"run": "demo", "selector": sel, "budget": budget, "seed": seed, "benchmark": bench,
+                            "metric": metric, "value": float(value), "n": n, "primary": True, "backend": "hf"})
+            items += [{"selector": sel, "budget": budget, "seed": seed, "benchmark": bench, "item": str(i),
+                       "kind": kind, "stats": stats[i].astype(float).tolist()} for i in range(n)]
+    return pd.DataFrame(results), pd.DataFrame(timings), pd.DataFrame(items), demo_spec(store)
+
+
+def demo_store(root) -> "Path":
+    """A store holding the demo-shaped run: ``root/jobs`` (the pool manifest, every selection, each job's
+    meta.json) and the run folder ``root/runs/demo`` (results, timings, items, spec). Returns the run folder."""
+    import json
+    from pathlib import Path
+
+    from selbench.pool.manifest import Manifest, save_manifest
+
+    root = Path(root)
+    results, timings, items, spec = demo_frames(str(root))
+    pool = demo_pool()
+    save_manifest(Manifest(pool, root / "images", "demo-pool-hash", "demo.json"),
+                  root / "jobs" / "prepare-demo" / "manifest.parquet")
+    for (sel, budget, _), uids in demo_selections(pool).items():
+        path = root / "jobs" / f"select-{sel}-{budget[:-1]}" / "selection.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(uids) + "\n")
+    for col in ("prepare_job", "score_job", "select_job", "finetune_job", "evaluate_job"):
+        for jid in timings[col].dropna().unique() if col in timings else []:
+            if col == "finetune_job" and jid == "finetune-xmas-20":
+                continue  # the failed job left no meta.json: its lineage link goes nowhere
+            meta = root / "jobs" / jid / "meta.json"
+            meta.parent.mkdir(parents=True, exist_ok=True)
+            meta.write_text(json.dumps({"job": jid}))
+    run_dir = root / "runs" / "demo"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results.to_parquet(run_dir / "results.parquet", index=False)
+    timings.to_parquet(run_dir / "timings.parquet", index=False)
+    items.to_parquet(run_dir / "items.parquet", index=False)
+    (run_dir / "spec.json").write_text(json.dumps(spec))
+    return run_dir

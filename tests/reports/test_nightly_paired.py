@@ -11,7 +11,7 @@ import pandas as pd
 
 from selbench.evaluators.protocols import columns_for
 from selbench.leaderboard import leaderboard
-from selbench.reports.nightly import Thresholds, record
+from selbench.reports.nightly import Thresholds, night_files, record
 from tests.reports.test_uncertainty import run_frames
 
 COLUMNS = columns_for(None, ["emb_vqa", "emb_pope"])
@@ -46,4 +46,6 @@ def test_paired_nightly_finds_a_small_regression_and_ignores_a_rerun(tmp_path: P
     assert -5.0 < change.delta < 0 and "paired bootstrap" in change.detail  # below the old ±5 tolerance
     third = night(tmp_path, worse_results, timings, worse_items, 3)  # the same code again: identical answers
     assert third.changes == []
-    assert (tmp_path / "nights" / third.night / "items.parquet").exists()
+    # identical answers: the third night's item outcomes are the second's file, not another copy of it
+    assert night_files(tmp_path, third.night)["items"] == f"nights/{second.night}/items.parquet"
+    assert not (tmp_path / "nights" / third.night / "items.parquet").exists()

@@ -8,7 +8,8 @@ rows; the COINCIDE row's VQAv2/GQA/TextVQA/SQA-I match the values quoted from th
 13). ScalSelect Table 1 and the XMAS tables could not be read here (see README, Fidelity), so they are not tested.
 
 POPE in coincide_v1 is the mean F1 of the three POPE splits; a paper row prints one POPE number, so all three
-splits get it (their mean is that number).
+splits get it (their mean is that number). The run folder sits in a store (STORE/runs/coincide) whose prepare job
+counted LLaVA-665K's 665,298 samples, so the #Samples column reads 133,060 at 20 %.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ COINCIDE_TABLE_1 = {
 }
 ROWS = ("full", "Random", "EL2N", "Self-Filter")
 PRINTED_REL = {"Random": "95.8", "EL2N": "89.8", "Self-Filter": "90.5"}
+POOL_SAMPLES = 665_298  # LLaVA-665K (llava_v1_5_mix665k.json)
 
 
-def paper_run(run_dir: Path) -> Path:
+def paper_run(run_dir: Path, display: dict | None = None) -> Path:
+    """The paper's rows as a run folder; ``run_dir``'s grandparent is its store (with the prepare job's meta)."""
     protocol = get_protocol("coincide_v1")
     results, timings = [], []
     for i, selector in enumerate(ROWS):
@@ -48,36 +51,53 @@ def paper_run(run_dir: Path) -> Path:
                                 "stderr": None, "primary": True, "backend": "paper"})
         timings.append({"run": "coincide", "selector": selector, "budget": budget, "seed": 0, "status": "done",
                         "reason": None, "selection_s": None if selector == "full" else 1.0, "finetune_s": 10.0,
-                        "feature_extraction_s": 0.0, "proxy_training_s": 0.0, "scoring_s": 0.0})
+                        "feature_extraction_s": 0.0, "proxy_training_s": 0.0, "scoring_s": 0.0,
+                        "prepare_job": "prepare-665k"})
+    prepare = run_dir.parent.parent / "jobs" / "prepare-665k"
+    prepare.mkdir(parents=True)
+    (prepare / "meta.json").write_text(json.dumps({"id": "prepare-665k", "n_samples": POOL_SAMPLES}))
     run_dir.mkdir(parents=True)
     pd.DataFrame(results).to_parquet(run_dir / "results.parquet", index=False)
     pd.DataFrame(timings).to_parquet(run_dir / "timings.parquet", index=False)
     spec = {"name": "coincide", "protocol": "coincide_v1", "benchmarks": protocol.benchmarks,
-            "pool": {"path": "llava_v1_5_mix665k.json"}}
+            "pool": {"path": "llava_v1_5_mix665k.json"}, **({"display": display} if display else {})}
     (run_dir / "spec.json").write_text(json.dumps(spec))
     return run_dir
 
 
 def test_coincide_table_1_rel_column_comes_back(tmp_path: Path) -> None:
-    run_dir = paper_run(tmp_path / "coincide")
+    run_dir = paper_run(tmp_path / "runs" / "coincide")
     out = CliRunner().invoke(app, ["report", str(run_dir), "--format", "md"])
     assert out.exit_code == 0, out.output
     md = (run_dir / "report" / "tables" / "benchmarks-20pct.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Method"))
     # the paper's column names, in the protocol's order
     assert [h.strip() for h in header.strip("|").split("|")] == [
-        "Method", "VQAv2", "GQA", "VizWiz", "TextVQA", "SQA-I", "POPE", "MME-P", "MMBench", "MMBench-Cn",
+        "Method", "#Samples", "VQAv2", "GQA", "VizWiz", "TextVQA", "SQA-I", "POPE", "MME-P", "MMBench", "MMBench-Cn",
         "MM-Vet", "LLaVA-Bench", "Rel."]
     for selector, rel in PRINTED_REL.items():
         row = next(line for line in md.splitlines() if line.startswith(f"| {selector} "))
         cells = [re.sub(r"\*", "", c).strip() for c in row.strip("|").split("|")]
         assert cells[-1] == rel, (selector, cells)
-        assert cells[1] == f"{COINCIDE_TABLE_1['VQAv2'][ROWS.index(selector)]:.1f}"  # raw values printed back
+        assert cells[1] == "133,060"  # 20 % of 665,298
+        assert cells[2] == f"{COINCIDE_TABLE_1['VQAv2'][ROWS.index(selector)]:.1f}"  # raw values printed back
+    full = next(line for line in md.splitlines() if line.startswith("| Full data "))
+    assert full.split("|")[2].strip() == "665,298"
 
 
 def test_the_html_report_shows_the_papers_column_names(tmp_path: Path) -> None:
     from selbench.reports import build_report
 
-    folder, _ = build_report(paper_run(tmp_path / "coincide"))
+    folder, _ = build_report(paper_run(tmp_path / "runs" / "coincide"))
     page = (folder / "index.html").read_text()
     assert "protocol coincide_v1: VQAv2, GQA" in page and "MMBench-Cn" in page and "95.8" in page
+
+
+def test_display_section_names_the_pool_selectors_and_columns(tmp_path: Path) -> None:
+    run_dir = paper_run(tmp_path / "runs" / "coincide", display={
+        "pool": "LLaVA-665K", "selectors": {"Self-Filter": "SelfFilter"}, "columns": {"mme_p": "MME"}})
+    out = CliRunner().invoke(app, ["report", str(run_dir), "--format", "latex"])
+    assert out.exit_code == 0, out.output
+    tex = (run_dir / "report" / "tables" / "arp.tex").read_text()
+    assert r"\multicolumn{1}{c}{LLaVA-665K}" in tex and "SelfFilter & 90.5" in tex and "Self-Filter" not in tex
+    assert " & MME & " in (run_dir / "report" / "tables" / "benchmarks-20pct.tex").read_text()

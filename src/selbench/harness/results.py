@@ -5,6 +5,7 @@ kind, stats) for the statistics. The leaderboard frame built from them lives in 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -68,10 +69,22 @@ def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict[str, Outcome
     timings = pd.DataFrame(timing_rows)
     out = store.root / "runs" / spec.name
     out.mkdir(parents=True, exist_ok=True)
-    results.to_parquet(out / "results.parquet", index=False)
-    timings.to_parquet(out / "timings.parquet", index=False)
+    write_if_changed(out / "results.parquet", results.to_parquet(index=False))
+    write_if_changed(out / "timings.parquet", timings.to_parquet(index=False))
     run_items = pd.concat(items, ignore_index=True) if items else pd.DataFrame(columns=[*RUN_ITEM_KEYS,
                                                                                        *ITEM_COLUMNS])
-    run_items[[*RUN_ITEM_KEYS, *ITEM_COLUMNS]].to_parquet(out / ITEMS, index=False)
-    (out / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=1, default=str))
+    write_if_changed(out / ITEMS, run_items[[*RUN_ITEM_KEYS, *ITEM_COLUMNS]].to_parquet(index=False))
+    write_if_changed(out / "spec.json", json.dumps(spec.model_dump(mode="json"), indent=1, default=str).encode())
     return results, timings
+
+
+def write_if_changed(path: Path, data: bytes | None) -> bool:
+    """Write ``data`` unless the file already holds exactly it (a re-run that changes nothing leaves the run
+    folder's files and their mtimes alone: the nightly and file watchers see no change). True if written."""
+    assert data is not None
+    if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return True

@@ -19,7 +19,7 @@ import pandas as pd
 from selbench.harness.contracts import Outcome, StoreState
 from selbench.harness.executors import make_executor
 from selbench.harness.plan import Plan, build_plan
-from selbench.harness.results import collect
+from selbench.harness.results import collect, write_if_changed
 from selbench.harness.spec import RunSpec, load_spec
 from selbench.harness.store import Job, Store, stable_hash
 from selbench.leaderboard import leaderboard
@@ -88,7 +88,7 @@ def run(path: str | Path, *, base: Path | None = None,
         results, timings = collect(spec, plan, store, statuses)
         board = leaderboard(results, timings, spec.columns)
         out = store.root / "runs" / spec.name
-        board.to_parquet(out / "leaderboard.parquet", index=False)
+        write_if_changed(out / "leaderboard.parquet", board.to_parquet(index=False))
     return RunResult(spec, plan, statuses, results, timings, board, out)
 
 

@@ -2,13 +2,19 @@
 HTML, LaTeX, Markdown and CSV writers all render, so every format shows the same numbers.
 
 Tables (each keyed by the file stem it is exported under):
-- ``arp``: ARP leaderboard, selectors × budgets under a pool header (XMAS Table 3 layout), mean ± std over
-  seeds, best per column marked;
-- ``benchmarks-<budget>``: one per budget, selectors × benchmarks + Rel. (ScalSelect Table 1 layout), the
-  full-data reference first;
-- ``time``: selection time split into feature extraction / proxy training / scoring, subset fine-tuning, OSC,
-  GPU-hours and device (time / OSC leaderboard);
-- ``lineage``: per cell the spec hash, commit, versions and links to every job's ``meta.json``.
+- ``arp``: ARP leaderboard, selectors × budgets under a pool header (XMAS Table 3 layout), a #Samples row (the
+  subset size per budget), mean ± std over seeds, best per column marked;
+- ``benchmarks-<budget>``: one per budget, selectors × #Samples, benchmarks and Rel. (ScalSelect Tables 1–2
+  layout), the full-data reference first;
+- ``time``: per cell #Samples, selection time split into feature extraction / proxy training / scoring, the
+  whole selection, subset fine-tuning, OSC and GPU-hours (time / OSC leaderboard; the device in the caption, or a
+  column when cells ran on different devices);
+- ``lineage``: per cell the status, spec hash, commit, versions and each stage's job (linked to its ``meta.json``).
+
+Selectors and columns are printed under their display names (``display_names``): the spec's ``display`` section,
+else the papers' names (random → Random, xmas → XMAS, emb_vqa → VQA; a protocol's columns keep their paper labels).
+Lookups stay on the run's own labels; only the printed text changes (the lineage table prints the run's labels:
+they are what results.parquet holds).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from selbench.evaluators.protocols import Column, columns_for
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
 from selbench.leaderboard import REFERENCE, leaderboard
 from selbench.leaderboard.intervals import RANDOM, Intervals, intervals
+from selbench.selectors.base import Budget, SelectionError
 
 ITEMS_FILE = "items.parquet"  # per-item outcomes of every cell (the harness's collect step)
 
@@ -44,6 +51,7 @@ class Cell:
     low: float | None = None  # the bootstrap confidence interval of ``value``
     high: float | None = None
     p: float | None = None  # a p-value (difference to random), for CSV
+    full: str | None = None  # the whole text where the table prints it abbreviated (a job id, a commit), for CSV
 
 
 @dataclass
@@ -55,6 +63,51 @@ class Table:
     rows: list[list[Cell]]
     groups: list[tuple[str, int]] = field(default_factory=list)  # column-group header: (label, span)
     split: int = 0  # the first `split` rows are references, ruled off from the selectors
+    align: str = ""  # LaTeX column types, one letter per column (default: the first left, the rest right)
+
+
+# ------------------------------------------------------------------------------------------ display names
+
+# The papers' names for the built-in selectors (XMAS, COINCIDE and ScalSelect write them so).
+SELECTOR_NAMES = {"random": "Random", "length": "Length", "perplexity": "Perplexity", "coincide": "COINCIDE",
+                  "prism": "PRISM", "xmas": "XMAS", "scalselect": "ScalSelect"}
+REFERENCE_NAME = "Full data"
+# Columns of a spec that lists benchmarks without a protocol are keyed by benchmark name; a protocol's columns
+# already carry the paper's label (VQAv2, MME-P, POPE-A …). The embedded benchmarks get short names of what they test.
+COLUMN_NAMES = {
+    "vqav2": "VQAv2", "gqa": "GQA", "vizwiz": "VizWiz", "textvqa": "TextVQA", "scienceqa_img": "SQA-I",
+    "pope": "POPE", "pope_random": "POPE-R", "pope_pop": "POPE-Pop", "pope_adv": "POPE-Adv", "mme": "MME-P",
+    "mmbench_en": "MMBench", "mmbench_cn": "MMBench-Cn", "ai2d": "AI2D", "ocrbench": "OCRBench", "mmvet": "MM-Vet",
+    "llava_bench": "LLaVA-Bench", "mmmu": "MMMU",
+    "emb_vqa": "VQA", "emb_mc": "MC", "emb_pope": "POPE", "emb_count": "Count", "emb_ocr": "OCR",
+}
+
+
+@dataclass(frozen=True)
+class DisplayNames:
+    selectors: dict[str, str]  # the run's label (``full`` for the reference) → printed name
+    columns: dict[str, str]  # column key → printed name
+
+
+def display_names(spec: dict, columns: list[Column]) -> DisplayNames:
+    """The spec's ``display`` names, else the defaults above. A selector with a label of its own (or an ``impl``)
+    keeps it; two selectors that would print alike keep their labels (a table must tell them apart)."""
+    chosen = spec.get("display") or {}
+    by_sel, by_col = chosen.get("selectors") or {}, chosen.get("columns") or {}
+    sel: dict[str, str] = {}
+    for s in spec.get("selectors") or []:
+        name = str(s["name"])
+        label = str(s.get("label") or name)
+        own = label != name or s.get("impl")
+        sel[label] = by_sel.get(label) or by_sel.get(name) or (label if own else SELECTOR_NAMES.get(name, label))
+    named = {str(s["name"]) for s in spec.get("selectors") or []} | set(sel) | {REFERENCE}
+    sel.update({label: shown for label, shown in by_sel.items() if label not in named})  # runs without a list
+    printed = list(sel.values())
+    sel = {label: shown if printed.count(shown) == 1 else label for label, shown in sel.items()}
+    sel[REFERENCE] = by_sel.get(REFERENCE) or REFERENCE_NAME
+    cols = {c.key: by_col.get(c.key) or (c.label if c.label != c.key else COLUMN_NAMES.get(c.key, c.label))
+            for c in columns}
+    return DisplayNames(sel, cols)
 
 
 @dataclass
@@ -68,9 +121,31 @@ class RunData:
     board: pd.DataFrame
     intervals: Intervals | None = None  # bootstrap CIs, tie groups, differences to random (None: no item outcomes)
     decimals: int = 1  # digits of the scores and ARPs in every table (papers print one or two)
+    names: DisplayNames = field(default_factory=lambda: DisplayNames({}, {}))
+    pool_samples: int | None = None  # the pool's size (None: unknown), for #Samples
+
+    def selector_name(self, label: str) -> str:
+        """The name the tables print for a selector label of this run (``full``: the reference)."""
+        return self.names.selectors.get(label, REFERENCE_NAME if label == REFERENCE else label)
+
+    def column_name(self, column: Column) -> str:
+        return self.names.columns.get(column.key, column.label)
+
+    def samples(self, budget: str) -> int | None:
+        """The subset size a budget resolves to in this run's pool (a count needs no pool size)."""
+        try:
+            b = Budget.parse(budget)
+            if isinstance(b.value, int):
+                return b.value
+            return b.resolve(self.pool_samples) if self.pool_samples else None
+        except SelectionError:
+            return None
 
     @property
     def pool(self) -> str:
+        named = (self.spec.get("display") or {}).get("pool")
+        if named:
+            return str(named)
         world = self.spec.get("world")
         if world:
             return f"embedded world (seed {world['seed']}, {world['samples']:,} samples)"
@@ -105,7 +180,25 @@ def from_frames(results: pd.DataFrame, timings: pd.DataFrame, spec: dict, run_di
     board = leaderboard(results, timings, columns)
     stats = spec.get("statistics") or {}
     ci = intervals(board, items, columns, random_label=random_label(spec), **stats) if items is not None else None
-    return RunData(spec["name"], Path(run_dir), spec, columns, results, timings, board, ci, decimals)
+    return RunData(spec["name"], Path(run_dir), spec, columns, results, timings, board, ci, decimals,
+                   display_names(spec, columns), pool_samples(Path(run_dir), timings, spec))
+
+
+def pool_samples(run_dir: Path, timings: pd.DataFrame, spec: dict) -> int | None:
+    """The pool's size: the prepare job's count of valid samples (its meta.json in the store the run folder
+    STORE/runs/NAME belongs to), else the embedded world's size from the spec, else None."""
+    jobs = timings.get("prepare_job") if not timings.empty else None
+    for jid in dict.fromkeys(jobs.dropna() if jobs is not None else ()):
+        meta = run_dir.parent.parent / "jobs" / str(jid) / "meta.json"
+        try:
+            n = json.loads(meta.read_text()).get("n_samples")
+        except (OSError, ValueError):
+            continue
+        if isinstance(n, int) and n > 0:
+            return n
+    world = spec.get("world") or {}
+    n = world.get("samples")
+    return n if isinstance(n, int) and n > 0 else None
 
 
 def random_label(spec: dict) -> str | None:
@@ -193,14 +286,31 @@ def mark_best(cells: Iterable[Cell], higher: bool = True) -> None:
 
 # ----------------------------------------------------------------------------------------------- tables
 
+SAMPLES = "#Samples"
+
+
+def samples_cell(run: RunData, budget: str | None) -> Cell:
+    """A subset's size (``budget`` None: the whole pool), as papers print it in a #Samples column."""
+    n = run.pool_samples if budget is None else run.samples(budget)
+    return Cell(f"{n:,}", float(n)) if n else Cell("—", note="the pool's size is not recorded")
+
+
+def _reference_done(board: pd.DataFrame) -> bool:
+    ref = board[board["selector"] == REFERENCE]
+    return not ref.empty and bool((ref["status"] == "done").all())
+
+
+def _pool_words(run: RunData) -> str:
+    return f"a {run.pool_samples:,}-sample pool" if run.pool_samples else "the pool (its size is not recorded)"
+
+
 def arp_table(run: RunData) -> Table:
     budgets, board, d = budgets_in_order(run), run.board, run.decimals
-    rows = []
-    ref = board[board["selector"] == REFERENCE]
-    rows.append([Cell("Full data (reference)")] + [Cell(f"{100:.{d}f}", 100.0) if not ref.empty and (
-        ref["status"] == "done").all() else Cell(NA, note="reference not done") for _ in budgets])
+    rows = [[Cell(SAMPLES)] + [samples_cell(run, b) for b in budgets]]
+    rows.append([Cell(run.selector_name(REFERENCE))] + [Cell(f"{100:.{d}f}", 100.0) if _reference_done(board)
+                                                        else Cell(NA, note="reference not done") for _ in budgets])
     for sel in selectors_in_order(run):
-        row = [Cell(sel)]
+        row = [Cell(run.selector_name(sel))]
         for b in budgets:
             agg = aggregate(board[(board["selector"] == sel) & (board["budget"] == b)], ARP_VERSION)
             row.append(_with_ci(run, fmt(agg, d), sel, b))
@@ -208,7 +318,7 @@ def arp_table(run: RunData) -> Table:
     seeds = sorted(set(board["seed"]))
     if run.intervals is None:
         for j in range(1, len(budgets) + 1):
-            mark_best([r[j] for r in rows[1:]])
+            mark_best([r[j] for r in rows[2:]])
         over = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]}"
         claims = "best per budget in bold"
     else:
@@ -216,18 +326,24 @@ def arp_table(run: RunData) -> Table:
         claims = _ci_caption(run)
     return Table("arp", "ARP leaderboard",
                  f"Average relative performance ({ARP_VERSION}: mean over {len(run.columns)} {_columns_word(run)} of "
-                 f"value / full-data value × 100), {over}; {claims}; N/A when any column or seed is missing.",
-                 ["Selector", *budgets], rows, groups=[("", 1), (run.pool, len(budgets))], split=1)
+                 f"value / full-data value × 100), {over}; {claims}; N/A when any column or seed is missing. "
+                 f"{SAMPLES}: the subset each budget selects from {_pool_words(run)}.",
+                 ["Selector", *budgets], rows, groups=[("", 1), (run.pool, len(budgets))], split=2)
 
 
 SIGNIFICANT = "†"  # marks a cell whose ARP differs from random's at the same budget (CI of the difference ∌ 0)
+
+
+def _random_name(run: RunData) -> str:
+    ci = run.intervals
+    return run.selector_name(ci.random_label) if ci is not None and ci.random_label else "random"
 
 
 def _ci_caption(run: RunData) -> str:
     ci = run.intervals
     assert ci is not None
     pct = f"{ci.confidence * 100:g} %"
-    vs = (f"; {SIGNIFICANT}: differs from {ci.random_label} at the same budget ({pct} CI of the difference "
+    vs = (f"; {SIGNIFICANT}: differs from {_random_name(run)} at the same budget ({pct} CI of the difference "
           "excludes 0)") if ci.random_label else ""
     return (f"[{pct} CI] from a paired bootstrap over benchmark items (and seeds), {ci.replicates} replicates, "
             f"seed {ci.seed}; bold: not separable from the best at its budget (tie group){vs}")
@@ -264,8 +380,9 @@ def significance_table(run: RunData) -> Table | None:
     for budget in budgets_in_order(run):
         for sel in selectors_in_order(run):
             r = _interval_row(run, sel, budget)
+            name = Cell(run.selector_name(sel))
             if r is None or _missing(r.get("arp")):
-                rows.append([Cell(budget), Cell(sel), Cell(NA), Cell(NA), Cell(NA), Cell(NA), Cell("—")])
+                rows.append([Cell(budget), name, Cell(NA), Cell(NA), Cell(NA), Cell(NA), Cell("—")])
                 continue
             arp = Cell(f"{r['arp']:.{d}f} [{r['arp_low']:.{d}f}, {r['arp_high']:.{d}f}]", float(r["arp"]),
                        low=float(r["arp_low"]), high=float(r["arp_high"]), best=bool(r["tie_best"]))
@@ -278,15 +395,14 @@ def significance_table(run: RunData) -> Table | None:
                             p=float(r["vs_random_p"]))
                 pval = Cell(f"{r['vs_random_p']:.3f}", float(r["vs_random_p"]))
             rank = Cell(f"{int(r['rank'])} ({int(r['rank_low'])}–{int(r['rank_high'])})", float(r["rank"]))
-            rows.append([Cell(budget), Cell(sel), arp, diff, pval, rank, Cell("yes" if r["tie_best"] else "no")])
-    pct = f"{ci.confidence * 100:g} %"
+            rows.append([Cell(budget), name, arp, diff, pval, rank, Cell("yes" if r["tie_best"] else "no")])
+    pct, rnd = f"{ci.confidence * 100:g} %", _random_name(run)
     return Table("significance", "Uncertainty: CIs, ranks and differences to random",
-                 f"ARP with its {pct} CI; Δ = ARP − {ci.random_label or 'random'}'s ARP at the same budget with its "
+                 f"ARP with its {pct} CI; Δ = ARP − {rnd}'s ARP at the same budget with its "
                  f"{pct} CI and two-sided bootstrap p-value ({SIGNIFICANT}: the CI excludes 0); rank of the point "
                  f"ARP with its {pct} range over replicates; tie: not separable from the best at its budget. Paired "
                  f"bootstrap over benchmark items (and seeds), {ci.replicates} replicates, seed {ci.seed}.",
-                 ["Budget", "Selector", "ARP [CI]", f"Δ vs {ci.random_label or 'random'} [CI]", "p",
-                  "Rank (range)", "Tie with best"], rows)
+                 ["Budget", "Selector", "ARP [CI]", f"Δ vs {rnd} [CI]", "p", "Rank (range)", "Tie with best"], rows)
 
 
 def pools_table(runs: list[RunData]) -> Table:
@@ -298,19 +414,22 @@ def pools_table(runs: list[RunData]) -> Table:
         budgets = budgets_in_order(r)
         header += budgets
         groups.append((f"{r.pool} ({r.name})", len(budgets)))
-    rows = []
+    rows = [[Cell(SAMPLES)] + [samples_cell(r, b) for r in runs for b in budgets_in_order(r)]]
     for sel in selectors:
-        row = [Cell(sel)]
+        named = next(r for r in runs if sel in selectors_in_order(r))
+        row = [Cell(named.selector_name(sel))]
         for r in runs:
             for b in budgets_in_order(r):
                 part = r.board[(r.board["selector"] == sel) & (r.board["budget"] == b)]
-                row.append(fmt(aggregate(part, ARP_VERSION)) if len(part) else Cell(NA, note="not in this run"))
+                row.append(fmt(aggregate(part, ARP_VERSION), r.decimals) if len(part)
+                           else Cell(NA, note="not in this run"))
         rows.append(row)
     for j in range(1, len(header)):
-        mark_best([r[j] for r in rows])
+        mark_best([r[j] for r in rows[1:]])
     return Table("arp-pools", "ARP across pools",
                  f"ARP ({ARP_VERSION}) per pool and budget, each pool relative to its own full-data reference; "
-                 "best per column in bold.", header, rows, groups=groups)
+                 f"best per column in bold. {SAMPLES}: the subset each budget selects from its pool.", header, rows,
+                 groups=groups, split=1)
 
 
 def _columns_word(run: RunData) -> str:
@@ -325,79 +444,117 @@ def _column_source(run: RunData) -> str:
 
 def benchmark_tables(run: RunData) -> list[Table]:
     board, out = run.board, []
-    names = [c.label for c in run.columns]
+    names = [run.column_name(c) for c in run.columns]
     ref = board[board["selector"] == REFERENCE]
     for budget in budgets_in_order(run):
         d = run.decimals
-        rows = [[Cell("Full data")] + [fmt(_scaled(aggregate(ref, c.key), c), d) for c in run.columns]
-                + [Cell(f"{100:.{d}f}", 100.0) if not ref.empty and (ref["status"] == "done").all() else Cell(NA)]]
+        rows = [[Cell(run.selector_name(REFERENCE)), samples_cell(run, None)]
+                + [fmt(_scaled(aggregate(ref, c.key), c), d) for c in run.columns]
+                + [Cell(f"{100:.{d}f}", 100.0) if _reference_done(board) else Cell(NA)]]
         for sel in selectors_in_order(run):
             part = board[(board["selector"] == sel) & (board["budget"] == budget)]
-            rows.append([Cell(sel)] + [fmt(_scaled(aggregate(part, c.key), c), d) for c in run.columns]
+            rows.append([Cell(run.selector_name(sel)), samples_cell(run, budget)]
+                        + [fmt(_scaled(aggregate(part, c.key), c), d) for c in run.columns]
                         + [_with_ci(run, fmt(aggregate(part, ARP_VERSION), d), sel, budget)])
-        for j in range(1, len(run.columns) + (1 if run.intervals is not None else 2)):
+        for j in range(2, len(run.columns) + (2 if run.intervals is not None else 3)):
             mark_best([r[j] for r in rows[1:]])
         key = "benchmarks-" + re.sub(r"[^0-9A-Za-z]+", "", budget.replace("%", "pct"))
         out.append(Table(key, f"Per-benchmark results at budget {budget}",
                          f"{_column_source(run)} (× 100 for 0–1 metrics) and Rel. = ARP ({ARP_VERSION}); "
-                         f"{budget} of the pool; best per column among selectors in bold.",
-                         ["Method", *names, "Rel."], rows, split=1))
+                         f"{budget} of {_pool_words(run)} ({SAMPLES}); best per column among selectors in bold.",
+                         ["Method", SAMPLES, *names, "Rel."], rows, split=1))
     return out
 
 
+TIME_PARTS = {  # leaderboard column → header (seconds, wall)
+    "feature_extraction_s": "Extraction", "proxy_training_s": "Proxy", "scoring_s": "Scoring",
+    "selection_s": "Selection", "finetune_s": "Fine-tune",
+}
+
+
 def time_table(run: RunData) -> Table:
-    board, rows = run.board, []
+    board, rows, budgets = run.board, [], budgets_in_order(run)
     ref = board[board["selector"] == REFERENCE]
-    cols = ["feature_extraction_s", "proxy_training_s", "scoring_s", "selection_s", "finetune_s", OSC_VERSION,
-            "gpu_hours"]
-    ref_ft = aggregate(ref, "finetune_s")
-    rows.append([Cell("Full data"), Cell("—"), Cell("—"), Cell("—"), Cell("—"), fmt(ref_ft),
-                 Cell("1.00", 1.0), fmt(aggregate(ref, "gpu_hours"), 3), Cell(_device(ref))])
+    cells = [(sel, b, board[(board["selector"] == sel) & (board["budget"] == b)])
+             for sel in selectors_in_order(run) for b in budgets]
+    devices = sorted(({_device(part) for *_, part in cells} | {_device(ref)}) - {"—"})
+    per_cell = len(devices) > 1  # one device: the caption says it; several: a column
+    rows.append([Cell(run.selector_name(REFERENCE)), Cell("100%"), samples_cell(run, None),
+                 Cell("—"), Cell("—"), Cell("—"), Cell("—"), fmt(aggregate(ref, "finetune_s")), Cell("1.00", 1.0),
+                 fmt(aggregate(ref, "gpu_hours"), 3), *([Cell(_device(ref))] if per_cell else [])])
     osc_cells: dict[str, list[Cell]] = {}
-    for sel in selectors_in_order(run):
-        for budget in budgets_in_order(run):
-            part = board[(board["selector"] == sel) & (board["budget"] == budget)]
-            cells = [fmt(aggregate(part, c), 3 if c == "gpu_hours" else (2 if c == OSC_VERSION else 1))
-                     for c in cols]
-            osc_cells.setdefault(budget, []).append(cells[5])
-            rows.append([Cell(f"{sel} @ {budget}"), *cells, Cell(_device(part))])
-    for cells in osc_cells.values():
-        mark_best(cells, higher=False)
+    for sel, budget, part in cells:
+        spent = [_mean_only(fmt(aggregate(part, c))) for c in TIME_PARTS]
+        osc = fmt(aggregate(part, OSC_VERSION), 2)
+        osc_cells.setdefault(budget, []).append(osc)
+        rows.append([Cell(run.selector_name(sel)), Cell(budget), samples_cell(run, budget), *spent, osc,
+                     _mean_only(fmt(aggregate(part, "gpu_hours"), 3)), *([Cell(_device(part))] if per_cell else [])])
+    for group in osc_cells.values():
+        mark_best(group, higher=False)
+    where = "" if per_cell else (f" Measured on {devices[0]}." if devices else "")
     return Table("time", "Time / OSC leaderboard",
-                 f"Seconds (wall) per stage, mean over seeds. Selection = feature extraction + proxy training + "
-                 f"scoring + loading and ranking (the selector's whole score and select jobs). OSC ({OSC_VERSION}) "
-                 "= (selection + subset fine-tuning) / full fine-tuning; lowest per budget in bold.",
-                 ["Cell", "Feature extraction (s)", "Proxy training (s)", "Scoring (s)", "Selection total (s)",
-                  "Fine-tuning (s)", "OSC", "GPU-hours", "Device"], rows, split=1)
+                 "Seconds (wall) per stage, mean over seeds (OSC ± std; the CSV has every std): feature extraction, "
+                 "proxy training and scoring, and Selection = all of the selector's score and select jobs (those "
+                 f"three plus loading and ranking); fine-tuning on the subset. OSC ({OSC_VERSION}) = (selection + "
+                 f"fine-tuning) / full fine-tuning; lowest per budget in bold. GPU-h: GPU-hours of the cell.{where}",
+                 ["Method", "Budget", SAMPLES, *TIME_PARTS.values(), "OSC", "GPU-h", *(["Device"] if per_cell else [])],
+                 rows, split=1, align="llr" + "r" * (len(TIME_PARTS) + 2) + ("l" if per_cell else ""))
+
+
+STAGES = {"prepare": "Prepare", "score": "Score", "select": "Select", "finetune": "Fine-tune", "evaluate": "Evaluate"}
+SHORT = 8  # hex digits of a hash or commit the lineage table prints (the CSV and the links keep them whole)
 
 
 def lineage_table(run: RunData, link_base: str = "../../../jobs") -> Table:
+    """One row per cell, a column per stage: the stage's job (its id's hash, abbreviated; the whole id as the
+    note) linked to its meta.json, "—" for a stage the cell does not have (the reference selects nothing). The
+    spec hash and the versions, when every cell shares them (one run: the usual case), go into the caption."""
+    board = run.board
+
+    def shared(text: Callable[[pd.Series], str]) -> str | None:
+        values = {text(r) for _, r in board.iterrows()}
+        return values.pop() if len(values) == 1 else None
+
+    versions = lambda r: " ".join(f"{k} {r.get(k)}" for k in ("selbench", "torch", "transformers")  # noqa: E731
+                                  if isinstance(r.get(k), str))
+    spec_hash = lambda r: str(r.get("spec_hash") or "")  # noqa: E731
+    same_spec, same_versions = shared(spec_hash), shared(versions)
     rows = []
-    for _, r in run.board.iterrows():
+    for _, r in board.iterrows():
         jobs = []
-        for stage in ("prepare", "score", "select", "finetune", "evaluate"):
+        for stage in STAGES:
             jid = r.get(f"{stage}_job")
             if isinstance(jid, str) and jid:
-                jobs.append(Cell(stage, href=f"{link_base}/{jid}/meta.json", note=jid))
+                jobs.append(Cell(jid.removeprefix(f"{stage}-")[:SHORT], href=f"{link_base}/{jid}/meta.json", note=jid,
+                                 full=jid))
+            else:
+                jobs.append(Cell("—"))
         status = Cell(str(r["status"]), note=r["reason"] if isinstance(r.get("reason"), str) else None)
         rows.append([Cell(str(r["selector"])), Cell(str(r["budget"])), Cell(str(r["seed"])), status,
-                     Cell(str(r.get("spec_hash") or "")), Cell(str(r.get("commit") or "")[:12]),
-                     Cell(" ".join(f"{k} {r.get(k)}" for k in ("selbench", "torch", "transformers")
-                                   if isinstance(r.get(k), str))), *jobs])
-    header = ["Selector", "Budget", "Seed", "Status", "Spec", "Commit", "Versions"]
-    width = max((len(r) for r in rows), default=len(header))
-    if width > len(header):  # one column per linked job, under one "Jobs" heading
-        header += ["Jobs"] + [""] * (width - len(header) - 1)
-    for r in rows:
-        r.extend(Cell("") for _ in range(width - len(r)))
+                     *([] if same_spec is not None else [Cell(spec_hash(r)[:SHORT], full=spec_hash(r))]),
+                     Cell(str(r.get("commit") or "")[:SHORT], full=str(r.get("commit") or "")),
+                     *([] if same_versions is not None else [Cell(versions(r))]), *jobs])
+    common = "".join([f" Spec hash {same_spec}." if same_spec else "",
+                      f" Versions: {same_versions}." if same_versions else ""])
+    header = ["Selector", "Budget", "Seed", "Status", *(["Spec"] if same_spec is None else []), "Commit",
+              *(["Versions"] if same_versions is None else []), *STAGES.values()]
     return Table("lineage", "Lineage",
-                 "Every cell's spec hash, code commit and versions; the links open each stage's meta.json "
-                 "(config, upstream jobs, environment, timings) in the artifact store.", header, rows)
+                 "Every cell under the run's own selector labels: its status, code commit, and per stage the job "
+                 "that made it (its id without the stage, abbreviated; the CSV has whole ids). STORE/jobs/ID/"
+                 "meta.json holds the job's config, upstream jobs, environment and timings; the HTML and Markdown "
+                 f"tables link to it.{common}", header, rows, align="l" * len(header))
 
 
 def all_tables(run: RunData) -> list[Table]:
     sig = significance_table(run)
     return [arp_table(run), *([sig] if sig else []), *benchmark_tables(run), time_table(run), lineage_table(run)]
+
+
+def _mean_only(c: Cell) -> Cell:
+    """The mean alone (its std kept for the CSV): a time table of ± columns would not fit a page."""
+    if c.value is not None:
+        c.text = c.text.split(" ± ")[0]
+    return c
 
 
 def _scaled(a: Agg, column: Column) -> Agg:
