@@ -187,10 +187,13 @@ def _safe(name: str) -> str:
     return f"{keep}-{stable_hash(name)[:8]}"
 
 
+STORE_FOLDERS = ("jobs", "logs", "specs", "hashes", "timings", "locks")  # made by every Store
+
+
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        for sub in ("jobs", "logs", "specs", "hashes", "timings", "locks"):
+        for sub in STORE_FOLDERS:
             if not (self.root / sub).is_dir():
                 try:
                     (self.root / sub).mkdir(parents=True, exist_ok=True)

@@ -182,8 +182,7 @@ def _with_submission(data: dict, sub: Submission) -> dict:
     executor = data.setdefault("executor", {})
     if sub.site is not None:
         env = executor.setdefault("env", {})
-        env["PYTHONPATH"] = ":".join(p for p in (str(sub.site), env.get("PYTHONPATH")) if p)
-        executor.setdefault("docker_mounts", []).append(str(sub.site))
+        env["PYTHONPATH"] = ":".join(p for p in (str(sub.site), env.get("PYTHONPATH")) if p)  # --trust-local only
     if sub.image is not None and executor.get("kind") != "docker":
         raise SubmissionError("an image submission runs under the Docker executor: set executor.kind docker "
                               "(and executor.image, the harness image)")

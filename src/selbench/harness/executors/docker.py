@@ -30,7 +30,7 @@ from pathlib import Path
 
 from selbench.harness.executors.local import LocalExecutor, job_env, runner_alive
 from selbench.harness.spec import ExecutorSpec
-from selbench.harness.store import Job, Store
+from selbench.harness.store import STORE_FOLDERS, Job, Store
 
 SELECTOR_STAGES = ("score", "select")  # run submitted code: never networked
 VIEWS = "views"  # STORE/views/<staging>: the store skeleton a selector's container sees (``sandbox_view``)
@@ -205,7 +205,7 @@ class DockerExecutor(LocalExecutor):
         staging = (staging or self.sandbox_staging(job.id)).resolve()
         sandboxed = job.stage in SELECTOR_STAGES
         named = outermost(host_paths(self.lineage_configs(job)) | {Path(p).resolve() for p in self.spec.docker_mounts})
-        inside = [p for p in named if store in p.parents]  # e.g. a submission's site folder in the store
+        inside = [p for p in named if store in p.parents]  # e.g. an executor.docker_mounts folder in the store
         if sandboxed:  # the store as the selector sees it: its job spec, its inputs and its staging folder only
             view = self.sandbox_view(job, staging, inside)
             spec_file = str(store / "specs" / f"{job.id}.json")
@@ -249,9 +249,9 @@ class DockerExecutor(LocalExecutor):
         jobs' folders, its staging folder and named paths inside the store — so no other result, log or spec
         exists in there. Removed when the container ends (and by the next run if the runner died)."""
         store = self.store.root.resolve()
-        view = store / VIEWS / staging.name
+        view = self.view_path(staging)
         shutil.rmtree(view, ignore_errors=True)
-        for sub in ("jobs", "logs", "specs", "hashes", "timings", "locks"):
+        for sub in STORE_FOLDERS:
             (view / sub).mkdir(parents=True)
         (view / "specs" / f"{job.id}.json").touch()
         for folder in [*(store / "jobs" / dep for dep in job.deps.values()), staging, *inside]:
@@ -273,6 +273,10 @@ class DockerExecutor(LocalExecutor):
                     todo.append(self.store.read_job(dep))
         return configs
 
+    def view_path(self, staging: Path) -> Path:
+        """Where ``sandbox_view`` puts the store skeleton of the job staged in ``staging``."""
+        return self.store.root.resolve() / VIEWS / staging.resolve().name
+
     def sandbox_staging(self, job_id: str) -> Path:
         """The staging folder this runner gives a job (``Store.staging`` creates it and holds its owner lock)."""
         return self.store.staging_path(job_id).resolve()
@@ -284,7 +288,7 @@ class DockerExecutor(LocalExecutor):
             fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.id} in {image} "
                      f"gpus={','.join(map(str, gpus)) or '<none>'}\n".encode())
         args = self.container_args(job, gpus, staging)
-        view = self.store.root.resolve() / VIEWS / staging.resolve().name if job.stage in SELECTOR_STAGES else None
+        view = self.view_path(staging) if job.stage in SELECTOR_STAGES else None
         try:
             container = self.docker.containers.run(image, **args)
         except Exception:
