@@ -59,7 +59,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 test: venv vllm apt lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 test-fast: venv lint
 	$(PY) -m pytest -q -m "not slow and not docker and not ray and not vllm"

@@ -12,6 +12,11 @@ Measures, on a LLaVA-1.5-7B-shaped model (CLIP ViT-L/14-336 + Llama-7B shapes, r
    gradient; LoRA's own matmuls and gradient checkpointing's re-forward are not counted), with T = 577 for the
    vision tower's parameters and the full sequence for the LLM's; MFU = that / step time / the card's dense bf16
    peak. HFU adds the re-forward (6·N·T).
+4. the LoRA step's peak memory (``torch.cuda.max_memory_allocated``) at LLaVA's per-device shape, 16 × 2,048 tokens
+   (576 image + 1,472 text), with gradient checkpointing and without it (OOM is a result), and without it at smaller
+   batches, to check the estimate in docs/performance.md.
+
+Models are built on the device in their dtype (no fp32 copy on the host: a 7B init there takes minutes).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ FULL = {"vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_laye
 SMOKE = {"vision": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
                         image_size=56, patch_size=14), "hidden": 128, "inter": 256, "layers": 2, "heads": 4,
          "text_tokens": 8, "train_text_tokens": 16, "N": 2_000, "d": 64, "batch": 2, "train_batch": 2}
+# the memory check: (batch, sequence length, gradient checkpointing) — LLaVA's 16 × 2,048 per device both ways
+MEMORY = {"full": [(16, 2048, True), (16, 2048, False), (4, 2048, False), (1, 2048, False)],
+          "smoke": [(2, 24, True), (2, 24, False)]}
 IMAGE_TOKEN = 32000
 
 
@@ -61,6 +69,31 @@ def timed(fn, warmup=2, reps=5, dev: torch.device = torch.device("cuda")) -> flo
     return (time.perf_counter() - t0) / reps
 
 
+def lora_peak(model, base, opt, dev: torch.device, dtype, batch: int, seq: int, n_img: int, side: int,
+              checkpointing: bool) -> float | str | None:
+    """Peak GiB allocated by one LoRA step (forward, backward, AdamW) at ``batch`` × ``seq`` tokens; "OOM" when it
+    does not fit; None on CPU (the smoke run checks the code path only)."""
+    (base.gradient_checkpointing_enable if checkpointing else base.gradient_checkpointing_disable)()
+    ids = torch.randint(0, IMAGE_TOKEN, (batch, seq), device=dev)
+    ids[:, 1:1 + n_img] = IMAGE_TOKEN
+    pix = torch.randn(batch, 3, side, side, device=dev, dtype=dtype)
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        out = model(input_ids=ids, pixel_values=pix, labels=ids)
+        out.loss.backward()
+        opt.step()
+        return torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
+    except torch.OutOfMemoryError:
+        return "OOM"
+    finally:
+        out = None
+        opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="gpu.json")
@@ -79,7 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = llava_config(shape)
     n_img = cfg.image_seq_length
     side = shape["vision"]["image_size"]
-    model = LlavaForConditionalGeneration(cfg).to(dev, dtype).eval()
+    torch.set_default_dtype(dtype)
+    with dev:
+        model = LlavaForConditionalGeneration(cfg).eval()
     B, T_text = args.batch or shape["batch"], shape["text_tokens"]
     ids = torch.randint(0, IMAGE_TOKEN, (B, n_img + T_text), device=dev)
     ids[:, 1:1 + n_img] = IMAGE_TOKEN
@@ -132,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     if dev.type == "cuda":
         torch.cuda.empty_cache()
 
-    model = LlavaForConditionalGeneration(cfg).to(dev, dtype)
+    with dev:
+        model = LlavaForConditionalGeneration(cfg)
     model.gradient_checkpointing_enable()
     model = get_peft_model(model, LoraConfig(r=128, lora_alpha=256, target_modules=[
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
@@ -157,6 +193,10 @@ def main(argv: list[str] | None = None) -> dict:
                lora_mfu=2 * fwd / t_step / card if card else None,
                lora_hfu=3 * fwd / t_step / card if card else None,
                peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None)
+    base = model.get_base_model()
+    for b, t, ckpt in MEMORY["smoke" if args.smoke else "full"]:
+        res[f"lora_peak_gib_b{b}_t{t}_{'ckpt' if ckpt else 'no_ckpt'}"] = lora_peak(
+            model, base, opt, dev, dtype, b, t, n_img, side, ckpt)
     with open(args.out, "w") as fh:
         json.dump(res, fh, indent=1)
     print("| metric | value |\n|---|---|")

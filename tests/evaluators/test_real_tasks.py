@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from selbench.evaluators.benchmarks import REGISTRY, get, task_for
-from selbench.evaluators.lmms import EvaluationError, greedy_top_p, parse_results
+from selbench.evaluators.lmms import EvaluationError, greedy_for_server, parse_results
 from selbench.evaluators.protocols import get_protocol
 from selbench.evaluators.task_fixtures import FIXTURES, write_fixtures
 from tests.evaluators.conftest import item_outcomes, predictions, run_stage, stage_store
@@ -100,10 +100,12 @@ def test_fixtures_are_what_the_shipped_task_yamls_read(tmp_path: Path) -> None:
     assert all((root / p).read_bytes() == (again / p).read_bytes() for p in files)  # same seed, same bytes
 
 
-def test_vllm_gets_top_p_1_only_where_a_task_asks_greedy_decoding_for_top_p_0() -> None:
-    assert greedy_top_p({"temperature": 0, "top_p": 0, "do_sample": False}) == {"top_p": 1.0}  # pope_random …
-    assert greedy_top_p({"temperature": 0, "top_p": 1.0}) == {}
-    assert greedy_top_p({"temperature": 0.7, "top_p": 0, "do_sample": True}) == {}  # sampling: vLLM says why
+def test_the_vllm_backend_decodes_greedily_where_a_task_asks_for_it() -> None:
+    assert greedy_for_server({"temperature": 0, "top_p": 0, "do_sample": False}) == {"top_p": 1.0}  # pope_random …
+    assert greedy_for_server({"temperature": 0, "top_p": 1.0}) == {}
+    # MM-Vet: do_sample false with temperature 0.2 — greedy for HF, sampling for an API unless told
+    assert greedy_for_server({"temperature": 0.2, "top_p": 1.0, "do_sample": False}) == {"temperature": 0}
+    assert greedy_for_server({"temperature": 0.7, "top_p": 0, "do_sample": True}) == {}  # sampling: vLLM says why
 
 
 def test_parse_results_reads_the_shapes_real_tasks_write(tmp_path: Path) -> None:

@@ -5,6 +5,10 @@ business (``selbench.evaluators.protocols``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from selbench.evaluators.judge import Judge, JudgeApi
 
 
 @dataclass(frozen=True)
@@ -20,14 +24,23 @@ class Benchmark:
     # silently burn retries and guess, so it runs ``judge_free_task`` instead where lmms-eval has one, or fails
     judge_fallback: bool = False
     judge_free_task: str | None = None
+    # how the task's code reaches the judge (selbench.evaluators.judge): the OpenAI client with a base URL
+    # (MM-Vet, LLaVA-Bench) or a POST to the full endpoint URL (MMBench's matcher)
+    judge_api: "JudgeApi" = "client"
+    # why a seeded item subset (evaluation.limit) would not measure the benchmark, or None where it does
+    no_subset: str | None = None
 
 
+CIRCULAR = "its circular evaluation scores a question only with all its rotated copies"
 REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("mmbench_en", "mmbench_en_dev", "gpt_eval_score", scale=100, judge_fallback=True,
-              judge_free_task="mmbench_en_dev_static"),  # regex/substring option matching, no API
-    Benchmark("mmbench_cn", "mmbench_cn_dev", "gpt_eval_score", scale=100, judge_fallback=True),
+              # the judge-free variant: regex/substring option matching, no API
+              judge_free_task="mmbench_en_dev_static", judge_api="endpoint", no_subset=CIRCULAR),
+    Benchmark("mmbench_cn", "mmbench_cn_dev", "gpt_eval_score", scale=100, judge_fallback=True,
+              judge_api="endpoint", no_subset=CIRCULAR),
     # one run gives both MME scores: perception (out of 2000) is primary, cognition (out of 800) a second column
-    Benchmark("mme", "mme", "mme_perception_score", scale=2000),
+    Benchmark("mme", "mme", "mme_perception_score", scale=2000,
+              no_subset="its score counts an image right only when both of its questions are"),
     # lmms-eval's ai2d scores only under its filter (MultiChoiceRegexFilter): the results key is metric,filter
     Benchmark("ai2d", "ai2d", "exact_match,flexible-extract"),
     Benchmark("pope", "pope", "pope_f1_score"),  # all three splits in one run (9,000 items)
@@ -35,7 +48,8 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("pope_pop", "pope_pop", "pope_f1_score"),
     Benchmark("pope_adv", "pope_adv", "pope_f1_score"),
     Benchmark("scienceqa_img", "scienceqa_img", "exact_match"),
-    Benchmark("ocrbench", "ocrbench", "ocrbench_accuracy"),
+    Benchmark("ocrbench", "ocrbench", "ocrbench_accuracy",
+              no_subset="its aggregation divides the correct answers by 1,000 whatever the number of items"),
     Benchmark("textvqa", "textvqa_val", "exact_match"),
     Benchmark("vizwiz", "vizwiz_vqa_val", "exact_match"),
     Benchmark("gqa", "gqa", "exact_match"),
@@ -51,7 +65,7 @@ REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("emb_ocr", "emb_ocr", "exact_match", embedded=True),
 ]}
 
-def task_for(bench: Benchmark, judge: str | None) -> str:
+def task_for(bench: Benchmark, judge: "Judge | None") -> str:
     """The lmms-eval task to run for ``bench`` given the spec's judge — never a silent judge fallback: a judge-scored
     benchmark without a judge fails; one whose score falls back to a GPT matcher runs its judge-free variant
     (recorded in the results as the task that ran) or fails when lmms-eval has none."""
@@ -59,7 +73,7 @@ def task_for(bench: Benchmark, judge: str | None) -> str:
         return bench.task
     if bench.judge:
         raise ValueError(f"benchmark {bench.name} is scored by a judge model (GPT-4 in the papers); set "
-                         f"evaluation.judge to the judge's model name and provide its API key")
+                         f"evaluation.judge (its model, base_url and the variable holding its API key)")
     if bench.judge_fallback:
         if bench.judge_free_task is None:
             raise ValueError(f"benchmark {bench.name} ({bench.task}) falls back to a GPT matcher whenever it cannot "

@@ -23,6 +23,7 @@ import importlib.metadata
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -31,6 +32,15 @@ from typing import TYPE_CHECKING
 
 from selbench.evaluators.benchmarks import Benchmark, get, task_for
 from selbench.evaluators.items import from_samples
+from selbench.evaluators.judge import (
+    Judge,
+    JudgeError,
+    environment,
+    failed_items,
+    judge_env,
+    matcher_guesses,
+    preflight,
+)
 from selbench.evaluators.task_data import fingerprint, local_repo, reading_from, task_config
 
 if TYPE_CHECKING:
@@ -38,16 +48,23 @@ if TYPE_CHECKING:
 
 TASKS_DIR = Path(__file__).parent / "lmms_tasks"
 REQUEST_FAILED = "[LMMS_EVAL_REQUEST_FAILED"  # what lmms-eval's openai model answers when every retry failed
+# vLLM's 400 for a prompt longer than the served context (vllm/renderers/params.py, v1/engine/input_processor.py)
+OVER_CONTEXT = re.compile(r"maximum context length|longer than the maximum model length")
+MAX_OVER_CONTEXT = 0.01  # default share of a benchmark's items that may exceed the context (scored as wrong)
 
 
 class EvaluationError(RuntimeError):
     """An evaluation that must not become a number: names the benchmark and, where there is one, the file."""
 
 
-def task_hash(name: str, bench_dir: Path | None, task: str | None = None, data: str | None = None) -> str:
+def task_hash(name: str, bench_dir: Path | None, task: str | None = None, data: str | None = None,
+              subset: tuple[int, int] | None = None) -> str:
     """Hash of what defines an embedded task: its YAML, the shared hooks and the data file (an lmms-eval task: its
-    name, ``task`` where a judge-free variant ran, and ``data``, the fingerprint of a local copy of its data set)."""
+    name, ``task`` where a judge-free variant ran, and ``data``, the fingerprint of a local copy of its data set);
+    either way ``subset`` (items, seed) when only a seeded subset of its items ran."""
     h = hashlib.sha256()
+    if subset is not None:
+        h.update(f"subset:{subset[0]}:{subset[1]}:".encode())
     b = get(name)
     if not b.embedded:
         h.update(f"lmms-eval:{task or b.task}".encode())
@@ -148,15 +165,58 @@ def generation_kwargs(cap: int | None, overrides: dict | None) -> str | None:
     return ",".join(f"{k}={v}" for k, v in kw.items()) or None
 
 
-def greedy_top_p(task_generation: dict) -> dict:
-    """What the vLLM backend adds to a task's generation settings: vLLM's OpenAI server rejects ``top_p: 0``
-    ("must be in (0, 1]"), which lmms-eval's POPE split tasks (pope_random / pope_pop / pope_adv) ask for together
-    with ``temperature: 0`` — greedy decoding, where top_p changes nothing — so those get ``top_p: 1.0``."""
-    top_p, temperature = task_generation.get("top_p"), task_generation.get("temperature", 0)
-    greedy = not task_generation.get("do_sample") and not float(temperature or 0) > 0
-    if top_p is not None and float(top_p) <= 0 and greedy:
-        return {"top_p": 1.0}
-    return {}
+def greedy_for_server(task_generation: dict) -> dict:
+    """What the vLLM backend adds to a task's generation settings so that a task asking for greedy decoding gets it
+    from an OpenAI-style server, which knows no ``do_sample``:
+    - MM-Vet asks ``do_sample: false`` with ``temperature: 0.2`` — greedy for HF models, where the temperature is
+      ignored, but sampling (and answers that change from run to run) for an API, which only sees the temperature:
+      such tasks get ``temperature: 0``;
+    - vLLM's OpenAI server rejects ``top_p: 0`` ("must be in (0, 1]"), which lmms-eval's POPE split tasks
+      (pope_random / pope_pop / pope_adv) ask for with ``temperature: 0`` — greedy decoding, where top_p changes
+      nothing — so those get ``top_p: 1.0``."""
+    if task_generation.get("do_sample"):
+        return {}
+    out: dict = {}
+    if float(task_generation.get("temperature", 0) or 0) > 0:
+        out["temperature"] = 0
+    top_p = task_generation.get("top_p")
+    if top_p is not None and float(top_p) <= 0:
+        out["top_p"] = 1.0
+    return out
+
+
+class SeededSubset:
+    """``evaluation.limit``: a seeded item subset of one task — the task as shipped, with its ``process_docs`` (when
+    it has one) followed by a selection of ``n`` of its items, drawn with ``numpy.random.default_rng(seed)`` and kept
+    in their order. lmms-eval's own ``limit`` takes the *first* n items (one source, one question type in many data
+    sets), so it is not used. The task keeps its name; the subset is in its hash and in the results."""
+
+    def __init__(self, n: int, seed: int, yaml_path: str) -> None:
+        from lmms_eval import utils
+
+        self.n, self.seed = n, seed
+        self.of: int | None = None  # the task's item count, once its documents are read
+        self.original = utils.load_yaml_config(yaml_path, mode="full").get("process_docs")
+
+    def process_docs(self, dataset):
+        import numpy as np
+
+        if self.original is not None:
+            dataset = self.original(dataset)
+        self.of = len(dataset)
+        if self.n >= self.of:
+            return dataset
+        keep = np.sort(np.random.default_rng(self.seed).choice(self.of, size=self.n, replace=False))
+        return dataset.select(keep.tolist())
+
+    def task(self, name: str) -> dict:
+        """The config simple_evaluate takes for the task with its docs drawn (lmms-eval merges it over the task's)."""
+        return {"task": name, "process_docs": self.process_docs}
+
+    def describe(self) -> str:
+        if self.of is None:
+            raise EvaluationError("the subset's task never read its documents")
+        return f"{min(self.n, self.of):,} of {self.of:,} items, seed {self.seed}"
 
 
 class LmmsEvalSession:
@@ -165,8 +225,10 @@ class LmmsEvalSession:
 
     def __init__(self, backend: str, model_dir: Path, work: Path, benchmarks: list[str], bench_dir: Path | None,
                  *, batch_size: int = 64, max_new_tokens: int | None = None,
-                 generation: dict[str, dict] | None = None, judge: str | None = None,
-                 vllm_args: list[str] | None = None, task_data: Path | None = None) -> None:
+                 generation: dict[str, dict] | None = None, judge: Judge | None = None,
+                 vllm_args: list[str] | None = None, task_data: Path | None = None,
+                 max_over_context: float = MAX_OVER_CONTEXT, limit: dict[str, int] | None = None,
+                 limit_seed: int = 0) -> None:
         if backend not in ("lmms-eval-hf", "lmms-eval-vllm"):
             raise ValueError(f"not an lmms-eval backend: {backend!r}")
         # absolute: lmms-eval runs with task_data as its working directory (selbench.evaluators.task_data)
@@ -175,14 +237,15 @@ class LmmsEvalSession:
         self.benchmarks, self.bench_dir, self.judge = benchmarks, bench_dir, judge
         self.batch_size, self.max_new_tokens, self.vllm_args = batch_size, max_new_tokens, vllm_args or []
         self.generation = generation or {}
+        self.max_over_context = max_over_context
+        self.limit, self.limit_seed = limit or {}, limit_seed
         self.server: VLLMServer | None = None
+        self.judge_model: str | None = None  # what the judge's server answered to the preflight (once per session)
         self.info: dict[str, str] = {"lmms_eval": importlib.metadata.version("lmms_eval")}
 
     def __enter__(self) -> "LmmsEvalSession":
         from lmms_eval.tasks import TaskManager
 
-        if self.judge:  # lmms-eval's judge-scored tasks read the judge model from MODEL_VERSION
-            os.environ["MODEL_VERSION"] = self.judge
         self.task_dir = write_task_dir(self.benchmarks, self.bench_dir, self.work / "tasks")
         self.tasks = TaskManager(verbosity="WARNING", include_path=str(self.task_dir))
         if self.backend == "lmms-eval-hf":
@@ -260,11 +323,23 @@ class LmmsEvalSession:
         cli_args = argparse.Namespace(output_path=str(out), process_with_media=False)
         overrides = dict(self.generation.get(name) or {})
         if self.backend == "lmms-eval-vllm":
-            overrides = {**greedy_top_p(self._task_config(name, task).get("generation_kwargs") or {}), **overrides}
+            overrides = {**greedy_for_server(self._task_config(name, task).get("generation_kwargs") or {}), **overrides}
+        if self.backend == "lmms-eval-hf":
+            self.lm.over_context = []  # what this benchmark's prompts that do not fit the context add
+        judged = self.judge if self.judge is not None and (bench.judge or bench.judge_fallback) else None
+        guesses: list[int] | None = None
         t0 = time.perf_counter()
-        with reading_from(self.task_data) if data is not None and self.task_data else contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            if data is not None and self.task_data:
+                stack.enter_context(reading_from(self.task_data))
+            if judged is not None:
+                stack.enter_context(self._judging(name, judged, bench.judge_api))
+                guesses = stack.enter_context(matcher_guesses()) if bench.judge_fallback else None
+            subset = SeededSubset(self.limit[name], self.limit_seed, self._yaml(name, task)) \
+                if name in self.limit else None
             results = evaluator.simple_evaluate(
-                model=self.lm, tasks=[task], batch_size=self.batch_size, log_samples=True,
+                model=self.lm, tasks=[subset.task(task) if subset else task], batch_size=self.batch_size,
+                log_samples=True,
                 evaluation_tracker=tracker, task_manager=self.tasks, verbosity="WARNING", cli_args=cli_args,
                 gen_kwargs=generation_kwargs(self.max_new_tokens, overrides))
         seconds = time.perf_counter() - t0
@@ -286,13 +361,46 @@ class LmmsEvalSession:
         rows = parse_results(files[-1], task, required)
         logged = read_samples(out, task)
         preds = [prediction(s) for s in logged]
-        failed = [p for p in preds if p.startswith(REQUEST_FAILED)]
+        failed = [p for p in preds if p.startswith(REQUEST_FAILED) and not OVER_CONTEXT.search(p)]
+        over = [p for p in preds if p.startswith(REQUEST_FAILED) and OVER_CONTEXT.search(p)]
+        over += [f"doc {doc}: {n} prompt tokens" for _, doc, n in getattr(self.lm, "over_context", [])]
+        if over and len(over) > self.max_over_context * len(preds):
+            raise EvaluationError(f"benchmark {name}: {len(over)} of {len(preds)} items do not fit the model's "
+                                  f"context (each is scored as a wrong answer; evaluation.max_over_context is "
+                                  f"{self.max_over_context:g}): {over[0][:200]}")
         if failed:
             where = f" ({self.server.log_tail()})" if self.server is not None and not self.server.alive() else ""
             raise EvaluationError(f"benchmark {name}: {len(failed)} of {len(preds)} requests to the vLLM server "
                                   f"failed{where}: {failed[0][:200]}")
         items = from_samples(logged, bench.metric.partition(",")[0])  # a sample logs the metric without its filter
+        judging = None
+        if judged is not None:
+            sent, failed_n = (guesses[0], guesses[1]) if guesses is not None else (
+                len(logged), failed_items(bench.metric, logged))
+            judging = {**judged.record(), "served_model": self.judge_model, "calls": sent, "failed": failed_n,
+                       "items": len(logged)}
+            if failed_n > judged.max_failed * len(logged):
+                what = "random guesses by MMBench's matcher after unusable judge replies" if guesses is not None \
+                    else "judge calls that failed or gave no usable score"
+                raise EvaluationError(f"benchmark {name}: {failed_n} of {len(logged)} items are {what} (judge "
+                                      f"{judged.model!r} at {judged.base_url}; evaluation.judge.max_failed is "
+                                      f"{judged.max_failed:g}); lmms-eval's logs: {out}")
         return {"rows": rows, "predictions": preds, "seconds": seconds, "task": task,
-                "task_hash": task_hash(name, self.bench_dir, task, data),
-                "judge": self.judge if bench.judge or bench.judge_fallback else None, "results_file": str(files[-1]),
-                "items": items.to_json() if items is not None else None}
+                "task_hash": task_hash(name, self.bench_dir, task, data,
+                                       (subset.n, subset.seed) if subset else None),
+                "subset": subset.describe() if subset else None,
+                "judge": judged.model if judged is not None else None, "judging": judging,
+                "results_file": str(files[-1]), "items": items.to_json() if items is not None else None,
+                "items_total": len(preds), "items_over_context": len(over)}
+
+    @contextlib.contextmanager
+    def _judging(self, name: str, judge: Judge, api: str):
+        """The judge's environment for one benchmark, after a preflight (once per session) that it answers."""
+        try:
+            if self.judge_model is None:
+                self.judge_model = preflight(judge)
+            env = judge_env(judge, "endpoint" if api == "endpoint" else "client")
+        except JudgeError as e:
+            raise EvaluationError(f"benchmark {name}: {e}") from None
+        with environment(env):
+            yield

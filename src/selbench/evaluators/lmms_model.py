@@ -2,6 +2,10 @@
 ``lmms_eval.models`` (pyproject). It generates with the same code as fine-tuning's chat template and the direct
 backend (selbench.models.generate), greedy, so lmms-eval's scores are comparable with every other backend's.
 
+An item whose prompt does not fit the model's context (``max_position_embeddings``) is not generated: it answers ""
+(scored wrong by its task) and is recorded in ``over_context`` — as the vLLM server rejects it — so the session counts
+it against the benchmark's threshold instead of the whole benchmark failing or the model running past its positions.
+
 Only ``generate_until`` is served: every embedded task is generative (lmms-eval 0.7.3's loglikelihood path is broken
 for multimodal models), and a task asking for log-likelihoods gets a clear error.
 """
@@ -47,9 +51,12 @@ class SelbenchHF(lmms):
             self.model = self.model.to(device)
         self.processor = AutoProcessor.from_pretrained(pretrained)
         self.batch_size = int(batch_size)
+        text = getattr(self.model.config, "text_config", self.model.config)
+        self.context = int(text.max_position_embeddings)
+        self.over_context: list[tuple[str, int, int]] = []  # (task, doc_id, prompt tokens); the session resets it
 
     def generate_until(self, requests) -> list[str]:
-        from selbench.models.generate import generate_answers
+        from selbench.models.generate import generate_answers, prompt_lengths
 
         # One generate call per distinct max_new_tokens, in request order (what the direct backend batches).
         groups: dict[int, list[int]] = defaultdict(list)
@@ -60,15 +67,23 @@ class SelbenchHF(lmms):
             items = []
             for k in idx:
                 context, gen_kwargs, doc_to_visual, doc_id, task, split = requests[k].args
-                if gen_kwargs.get("do_sample") or float(gen_kwargs.get("temperature", 0) or 0) > 0:
+                if gen_kwargs.get("do_sample"):  # without do_sample a temperature changes nothing (HF semantics)
                     raise ValueError(f"task {task}: selbench_hf decodes greedily; the task asks for sampling")
                 visuals = doc_to_visual(self.task_dict[task][split][doc_id])
                 if len(visuals) > 1:
                     raise ValueError(f"task {task} doc {doc_id}: {len(visuals)} images; the tiny VLM takes one")
                 items.append((context, _png(visuals[0]) if visuals else None))
-            answers = generate_answers(self.model, self.processor, int(self.model.config.image_seq_length), items,
+            n_image = int(self.model.config.image_seq_length)
+            fits = []
+            for k, item, length in zip(idx, items, prompt_lengths(self.processor, n_image, items)):
+                if length >= self.context:  # no room for one generated token
+                    _, _, _, doc_id, task, _ = requests[k].args
+                    self.over_context.append((task, int(doc_id), length))
+                else:
+                    fits.append((k, item))
+            answers = generate_answers(self.model, self.processor, n_image, [item for _, item in fits],
                                        batch_size=self.batch_size, max_new_tokens=max_new)
-            for k, answer in zip(idx, answers):
+            for (k, _), answer in zip(fits, answers):
                 for stop in requests[k].args[1].get("until") or []:
                     answer = answer.split(stop)[0] if stop else answer
                 out[k] = answer

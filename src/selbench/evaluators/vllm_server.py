@@ -95,19 +95,30 @@ class VLLMServer:
     ``--dtype`` in ``extra_args`` (the spec's ``evaluation.vllm_args``) overrides it."""
 
     def __init__(self, model: Path, log: Path, *, dtype: str | None = None, max_model_len: int | None = None,
-                 startup_timeout_s: float = 600, extra_args: list[str] | None = None) -> None:
+                 startup_timeout_s: float = 600, extra_args: list[str] | None = None,
+                 served_name: str = SERVED_NAME) -> None:
         dtype = dtype or default_dtype()
         self.model, self.log, self.timeout = model, log, startup_timeout_s
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.cmd = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-                    "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(self.port),
+                    "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(self.port),
                     "--dtype", dtype, "--seed", "0", *(extra_args or [])]
         if max_model_len:  # default: what the model's config allows
             self.cmd += ["--max-model-len", str(max_model_len)]
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "VLLMServer":
+        self.start()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start(self) -> "VLLMServer":
+        """Start the server process without waiting for it (``wait_ready`` waits): something else can run meanwhile."""
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the CPU backend's default (4) is wasteful here
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -119,6 +130,10 @@ class VLLMServer:
             # `if __name__ == "__main__"` matters for vLLM's spawned workers: running the module does that.
             self.proc = subprocess.Popen(self.cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
                                          cwd=self.log.parent, start_new_session=True)
+        return self
+
+    def wait_ready(self) -> "VLLMServer":
+        """Wait until the started server answers ``/health`` (a VLLMError, and the server stopped, when it does not)."""
         try:
             self._wait_ready()
         except BaseException:

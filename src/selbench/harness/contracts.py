@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selbench.evaluators.judge import Judge
 from selbench.models.training import TrainConfig
 
 Stage = Literal["prepare", "score", "select", "finetune", "evaluate"]
@@ -116,7 +117,10 @@ class EvaluateConfig(StageConfig):
     batch_size: int
     max_new_tokens: int | None  # a cap for every task; None: each task's own generation settings
     generation: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-benchmark overrides (set when any)
-    judge: str | None
+    judge: Judge | None
+    max_over_context: float = 0.01  # set by the plan only when not the default: other ids keep theirs
+    limit: dict[str, int] = Field(default_factory=dict)  # seeded item subsets (set only when given)
+    limit_seed: int = 0
     vllm_args: list[str]
     # 2: the job also writes items.parquet (per-item outcomes for the statistics); set by the plan, so it is in
     # the key and jobs written before it are redone rather than read without their items

@@ -81,6 +81,10 @@ def build_plan(spec: RunSpec) -> Plan:
         optional["generation"] = ev.generation
     if ev.task_data is not None:
         optional["task_data"] = str(ev.task_data)
+    if ev.limit:
+        optional.update(limit=dict(sorted(ev.limit.items())), limit_seed=ev.limit_seed)
+    if ev.max_over_context != EvaluateConfig.model_fields["max_over_context"].default:
+        optional["max_over_context"] = ev.max_over_context
     eval_cfg = EvaluateConfig(benchmarks=spec.benchmarks, backend=ev.backend, **optional,
                               bench_dir=str(spec.world.out / "benchmarks") if spec.world else None,
                               batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens, judge=ev.judge,

@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from selbench.evaluators.benchmarks import get as get_benchmark
+from selbench.evaluators.judge import Judge
 from selbench.evaluators.protocols import PROTOCOLS, Column, columns_for, get_protocol, resolve_benchmarks
 from selbench.harness.store import stable_hash
 from selbench.leaderboard import REFERENCE
@@ -61,7 +63,16 @@ class EvalSpec(Strict):
     max_new_tokens: int | None = None
     # per benchmark, explicit generation overrides, e.g. {mmvet: {max_new_tokens: 512}} (win over the cap)
     generation: dict[str, dict[str, int | float | bool | str]] = Field(default_factory=dict)
-    judge: str | None = None  # judge model for MM-Vet / LLaVA-Bench (lmms-eval reads its API key from the env)
+    # the judge of MM-Vet, LLaVA-Bench and MMBench's matcher: a model name (OpenAI's API, key in OPENAI_API_KEY) or
+    # {model, base_url, api_key_env, max_failed, retries} for any OpenAI-compatible server (selbench.evaluators.judge)
+    judge: Judge | None = None
+    # share of a benchmark's items whose prompt may exceed the model's context (MMMU's many-image items): each is
+    # scored as a wrong answer and counted (n scored / n total in the results); beyond it the benchmark fails
+    max_over_context: float = Field(default=0.01, ge=0.0, le=1.0)
+    # a seeded item subset per benchmark, e.g. {vqav2: 5000} of VQAv2's 214K questions: part of the task's hash,
+    # recorded in the results and shown in every table's caption — never an unrecorded truncation
+    limit: dict[str, int] = Field(default_factory=dict)
+    limit_seed: int = 0  # which items: the same for every checkpoint of the run (paired comparisons stay paired)
     vllm_args: list[str] = Field(default_factory=list)  # extra `vllm serve` flags, e.g. --tensor-parallel-size 2
     # a folder holding the real benchmarks' data sets at their Hub ids (ROOT/lmms-lab/MME/ …, as
     # `huggingface-cli download ID --repo-type dataset --local-dir ROOT/ID` lays them out): lmms-eval's own tasks
@@ -193,10 +204,16 @@ class RunSpec(Strict):
         return self
 
     def _check_generation(self, benchmarks: list[str]) -> None:
-        unknown = sorted(set(self.evaluation.generation) - set(benchmarks))
-        if unknown:
-            raise ValueError(f"evaluation.generation names {', '.join(unknown)}, not a benchmark of this spec "
-                             f"({', '.join(benchmarks)})")
+        for field in ("generation", "limit"):
+            unknown = sorted(set(getattr(self.evaluation, field)) - set(benchmarks))
+            if unknown:
+                raise ValueError(f"evaluation.{field} names {', '.join(unknown)}, not a benchmark of this spec "
+                                 f"({', '.join(benchmarks)})")
+        for name, n in sorted(self.evaluation.limit.items()):
+            if n < 1:
+                raise ValueError(f"evaluation.limit.{name}: {n} items; a subset needs at least one")
+            if (why := get_benchmark(name).no_subset) is not None:
+                raise ValueError(f"evaluation.limit.{name}: a subset of {name} would not measure it: {why}")
 
     @property
     def columns(self) -> list[Column]:

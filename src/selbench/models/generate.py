@@ -9,6 +9,13 @@ import torch
 from selbench.models.data import Collator, Example
 
 
+def prompt_lengths(processor, n_image_tokens: int, questions: Sequence[tuple[str, bytes | None]]) -> list[int]:
+    """Tokens of each question's generation prompt (chat template, image tokens included), as generate_answers
+    feeds them to the model."""
+    collator = Collator(processor, n_image_tokens)
+    return [len(collator.encode(Example([("user", q)], img), generation_prompt=True).input_ids) for q, img in questions]
+
+
 @torch.no_grad()
 def generate_answers(model, processor, n_image_tokens: int, questions: Sequence[tuple[str, bytes | None]],
                      *, batch_size: int = 32, max_new_tokens: int = 16) -> list[str]:

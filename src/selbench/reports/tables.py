@@ -547,7 +547,23 @@ def lineage_table(run: RunData, link_base: str = "../../../jobs") -> Table:
 
 def all_tables(run: RunData) -> list[Table]:
     sig = significance_table(run)
-    return [arp_table(run), *([sig] if sig else []), *benchmark_tables(run), time_table(run), lineage_table(run)]
+    tables = [arp_table(run), *([sig] if sig else []), *benchmark_tables(run), time_table(run), lineage_table(run)]
+    note = subset_note(run)
+    for t in tables:
+        t.caption += note
+    return tables
+
+
+def subset_note(run: RunData) -> str:
+    """For every caption, when any benchmark ran on a seeded item subset (``evaluation.limit``): which, and how many
+    of its items ("" when none did)."""
+    if "subset" not in run.results.columns:
+        return ""
+    subsets = run.results.dropna(subset=["subset"])[["benchmark", "subset"]].drop_duplicates()
+    if subsets.empty:
+        return ""
+    parts = [f"{b} {s}" for b, s in sorted(subsets.itertuples(index=False, name=None))]
+    return f" Seeded item subsets, not whole benchmarks: {'; '.join(parts)}."
 
 
 def _mean_only(c: Cell) -> Cell:

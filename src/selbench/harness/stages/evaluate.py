@@ -35,7 +35,8 @@ def _session(c: EvaluateConfig, model_dir: Path, work: Path, names: list[str]):
 
     return LmmsEvalSession(c.backend, model_dir, work, names, bench_dir, batch_size=c.batch_size,
                            max_new_tokens=c.max_new_tokens, generation=c.generation, judge=c.judge,
-                           vllm_args=c.vllm_args, task_data=Path(c.task_data) if c.task_data else None)
+                           vllm_args=c.vllm_args, task_data=Path(c.task_data) if c.task_data else None,
+                           max_over_context=c.max_over_context, limit=c.limit, limit_seed=c.limit_seed)
 
 
 def run(job: Job, store: Store, out: Path) -> dict:
@@ -64,10 +65,12 @@ def run(job: Job, store: Store, out: Path) -> dict:
                 tmp.replace(done)
     if errors:
         raise EvaluationError("; ".join(f"[{name}] {msg}" for name, msg in errors.items()))
-    rows, parts, items = [], {}, []
+    rows, parts, items, judging = [], {}, [], {}
     for name in c.benchmarks:
         saved = json.loads((resume / f"bench-{name}.json").read_text())
         parts[f"eval:{name}"] = saved["seconds"]
+        if saved.get("judging"):
+            judging[name] = saved["judging"]  # the judge's URL, the model that answered, calls and failures
         if saved.get("items"):
             o = ItemOutcomes.from_json(saved["items"])
             items += [{"benchmark": name, "item": i, "kind": o.kind, "stats": s} for i, s in zip(o.ids, o.stats)]
@@ -75,7 +78,11 @@ def run(job: Job, store: Store, out: Path) -> dict:
             rows.append({"benchmark": name, **r, "primary": r["metric"] == get(name).metric,
                          "backend": saved["backend"], "lmms_eval": saved.get("lmms_eval"),
                          "task": saved.get("task", get(name).task), "task_hash": saved["task_hash"],
-                         "judge": saved["judge"]})
+                         "judge": saved["judge"], "items_over_context": saved.get("items_over_context", 0),
+                         "subset": saved.get("subset")})
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     pd.DataFrame(items, columns=ITEM_COLUMNS).to_parquet(out / ITEMS, index=False)
-    return {"parts": parts, "benchmarks_with_items": sorted({r["benchmark"] for r in items})}
+    out_info: dict = {"parts": parts, "benchmarks_with_items": sorted({r["benchmark"] for r in items})}
+    if judging:
+        out_info["judging"] = judging
+    return out_info
