@@ -38,11 +38,26 @@ def vllm_python() -> Path:
     return path
 
 
+def _vllm_name(key: str) -> str:
+    if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+        return "vision_tower.vision_model." + key[len("vision_tower."):]
+    return key
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # same filesystem: no bytes copied (the export sits under the job's store folder)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def export_for_vllm(model_dir: Path, out: Path) -> Path:
-    """Copy a HF LLaVA checkpoint, renaming the vision tower's weights to the names vLLM's LLaVA loader expects.
+    """A HF LLaVA checkpoint in the layout vLLM's LLaVA loader reads: the vision tower's weights renamed.
 
     transformers 5 saves ``vision_tower.embeddings.*`` / ``vision_tower.encoder.*``; vLLM (like llava-hf's
     published checkpoints) expects ``vision_tower.vision_model.*``. LoRA is already merged by the fine-tune stage.
+    Only the weight files holding a tensor to rename are rewritten; the others (a 7B checkpoint's LLM shards: all
+    but one) are hard-linked, so an evaluation job does not copy the checkpoint.
     """
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -58,14 +73,13 @@ def export_for_vllm(model_dir: Path, out: Path) -> Path:
             shutil.copy2(f, out / f.name)
     index: dict[str, str] = {}
     for w in weights:
-        tensors = {}
         with safe_open(str(w), "pt") as fh:
-            for key in fh.keys():
-                name = key
-                if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
-                    name = "vision_tower.vision_model." + key[len("vision_tower."):]
-                tensors[name] = fh.get_tensor(key)
-                index[name] = w.name
+            keys = list(fh.keys())
+            index.update({_vllm_name(k): w.name for k in keys})
+            if all(_vllm_name(k) == k for k in keys):
+                _link_or_copy(w, out / w.name)
+                continue
+            tensors = {_vllm_name(k): fh.get_tensor(k) for k in keys}
         save_file(tensors, str(out / w.name), metadata={"format": "pt"})
     if len(weights) > 1:
         (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
