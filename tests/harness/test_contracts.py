@@ -84,3 +84,24 @@ def test_later_recipe_fields_enter_the_key_only_when_set_away_from_their_default
     assert cfg(gradient_checkpointing=True)["recipe"]["gradient_checkpointing"] is True
     assert cfg(save_dtype="bfloat16")["recipe"]["save_dtype"] == "bfloat16"
     assert FinetuneConfig.model_validate(cfg()).recipe.save_dtype == "auto"  # parses back with the default
+
+
+def test_score_workers_reach_the_score_jobs_and_their_devices(tmp_path: Path) -> None:
+    """``executor.score_workers``: each score job's config (``workers``, in its key only when > 1) and the devices
+    the executor hands it; the other stages keep theirs."""
+    from selbench.harness.executors.local import LocalExecutor
+    from selbench.harness.plan import build_plan
+    from selbench.harness.spec import load_spec
+    from selbench.harness.store import Store
+
+    spec = load_spec(demo_spec_path()).resolved(BASE)
+    one = build_plan(spec)
+    two_spec = spec.model_copy(update={"executor": spec.executor.model_copy(update={"score_workers": 2})})
+    two = build_plan(two_spec)
+    scores = [j for j in two.jobs if j.stage == "score"]
+    assert scores and all(ScoreConfig.parse(j).workers == 2 for j in scores)
+    assert {j.id for j in one.jobs if j.stage == "score"}.isdisjoint(j.id for j in scores)
+    assert {j.id for j in one.jobs if j.stage == "prepare"} == {j.id for j in two.jobs if j.stage == "prepare"}
+    ex = LocalExecutor(two_spec.executor, Store(tmp_path / "store"))
+    assert ex.devices_needed(scores[0]) == 2
+    assert ex.devices_needed(next(j for j in two.jobs if j.stage == "evaluate")) == 1

@@ -74,6 +74,9 @@ class ScoreConfig(StageConfig):
     target_id: str | None = None
     proxy: str | None = None
     proxy_id: str | None = None
+    # processes sharing the job's feature extraction (selbench.harness.stages.score; on GPUs rank r uses cuda:r). Set
+    # (and so in the key) only when > 1: single-process ids stay as they were
+    workers: int = Field(1, ge=1)
 
     def model_path(self, which: Literal["target", "proxy"]) -> Path | None:
         path = getattr(self, which)

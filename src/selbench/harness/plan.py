@@ -128,8 +128,9 @@ def build_plan(spec: RunSpec) -> Plan:
                 if path is None:
                     raise ValueError(f"selector {sel.name!r} needs a {which} model; the spec names none")
                 models.update({which: str(path), f"{which}_id": fingerprints[which]})
+        workers: dict[str, Any] = {"workers": n} if (n := spec.executor.score_workers) > 1 else {}  # key only then
         score = add(ScoreConfig(selector=sel.name, impl=sel.impl, config=sel.config, device=spec.device,
-                                batch_size=spec.score_batch_size, **code, **models),
+                                batch_size=spec.score_batch_size, **code, **models, **workers),
                     {"pool": prepare.id}, {"selector": sel.display}, source)
         for budget in spec.budgets:
             label = Budget.parse(budget).label

@@ -114,6 +114,9 @@ class ExecutorSpec(Strict):
     # training processes per fine-tune job (accelerate launch: DDP or the recipe's DeepSpeed ZeRO stage); with
     # `gpus` each fine-tune job gets this many devices, on CPU they are gloo processes
     finetune_processes: int = Field(default=1, ge=1)
+    # processes sharing each score job's feature extraction (every W-th shard each, merged in order: the same
+    # features as one process); with `gpus` each score job gets this many devices (rank r: cuda:r)
+    score_workers: int = Field(default=1, ge=1)
     timeout_s: dict[str, float] = Field(default_factory=lambda: {"score": 3600.0, "finetune": 7200.0,
                                                                  "evaluate": 3600.0, "prepare": 600.0})
     memory_limit_mb: int | None = None
@@ -225,6 +228,9 @@ class RunSpec(Strict):
         if self.world is None and (self.pool is None or self.target is None):
             raise ValueError("a spec needs either `world` (embedded) or both `pool` and `target`")
         ex = self.executor
+        if ex.gpus and ex.score_workers > len(ex.gpus):
+            raise ValueError(f"executor.score_workers {ex.score_workers} needs that many devices; "
+                             f"executor.gpus lists {len(ex.gpus)}")
         if ex.gpus and ex.finetune_processes > len(ex.gpus):
             raise ValueError(f"executor.finetune_processes {ex.finetune_processes} needs that many devices; "
                              f"executor.gpus lists {len(ex.gpus)}")

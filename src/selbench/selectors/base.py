@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,17 +75,33 @@ class Budget:
         return str(self.value) if isinstance(self.value, int) else f"{self.value * 100:g}%"
 
 
+def _nobody_dead() -> str | None:
+    return None
+
+
 @dataclass
 class ScoringContext:
-    """What ``score`` may use. Models are paths, loaded by the selector (only the ones it needs)."""
+    """What ``score`` may use. Models are paths, loaded by the selector (only the ones it needs).
 
-    work_dir: Path  # the score job's private folder (shards, checkpoints)
+    A score job with several workers (selbench.harness.stages.score) runs ``score`` in that many processes at once,
+    for selectors that say so (``multi_process = True``): this one is rank ``rank`` of ``world``, its feature
+    extraction computes every world-th shard of ``shard_size`` examples (``FeatureEngine.run``, through
+    ``_features.engine``), and only rank 0's artifacts are kept — the others may return ``{}`` once their
+    extraction is done, and must not redo once-only work (XMAS's proxy training: they wait for rank 0's checkpoints).
+    """
+
+    work_dir: Path  # the score job's private folder (shards, checkpoints), shared by its ranks
     target: Path | None = None
     proxy: Path | None = None
     device: str | None = None
     batch_size: int = 32
     timings: dict[str, float] = field(default_factory=dict)  # feature_extraction / proxy_training / scoring
     notes: list[str] = field(default_factory=list)  # said in the output (e.g. rows dropped from scoring)
+    rank: int = 0
+    world: int = 1
+    shard_size: int = 4096
+    # names a process this rank waits on that has exited (None while all run): see FeatureEngine.run's barrier
+    dead_peer: Callable[[], str | None] = _nobody_dead
 
     @contextmanager
     def timed(self, part: str) -> Iterator[None]:
@@ -122,6 +138,16 @@ def top_k(scores: np.ndarray, k: int, *, largest: bool = True) -> np.ndarray:
     """Indices of the k largest (or smallest) scores; ties broken by lower index (stable)."""
     order = np.argsort(-scores if largest else scores, kind="stable")
     return order[:k]
+
+
+ROW_BLOCK = 4096  # rows per block of the selection math's passes over the features
+
+
+def row_blocks(n: int, size: int = ROW_BLOCK) -> Iterator[slice]:
+    """Slices of ``size`` rows covering ``n``: selection math over features that may be memory-mapped (665K × 4096
+    float16) reads a block at a time, so its memory is one block whatever N is."""
+    for lo in range(0, n, size):
+        yield slice(lo, min(n, lo + size))
 
 
 def check_selection(indices: np.ndarray, budget: int, n: int, who: str) -> np.ndarray:

@@ -30,9 +30,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from selbench.models.chat import IMAGE
-from selbench.models.extract import masked_mean
+from selbench.models.extract import FEATURE_DTYPE, masked_mean
 from selbench.pool.manifest import Manifest, examples
 from selbench.selectors import _features
+from selbench.selectors._kmeans import faiss_kmeans, kmeans_note
 from selbench.selectors.base import Artifacts, ScoringContext, check_selection, pool_size
 
 
@@ -74,14 +75,9 @@ def coincide_features(oproj: dict[int, torch.Tensor], roles: torch.Tensor, layer
 
 
 def spherical_kmeans(x: np.ndarray, k: int, niter: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    import faiss
-
-    x32 = np.ascontiguousarray(x, dtype=np.float32)
-    km = faiss.Kmeans(x32.shape[1], k, niter=niter, spherical=True, seed=seed, verbose=False,
-                      max_points_per_centroid=100_000)
-    km.train(x32)
-    _, labels = km.index.search(x32, 1)
-    return km.centroids.astype(np.float64), labels[:, 0].astype(np.int64)
+    """faiss spherical k-means (on the GPU when one is visible: ``_kmeans``) → (centroids, labels)."""
+    centroids, labels = faiss_kmeans(x, k, niter=niter, seed=seed, spherical=True, max_points_per_centroid=100_000)
+    return centroids.astype(np.float64), labels
 
 
 def transferability(centroids: np.ndarray, mask_above: float) -> np.ndarray:
@@ -97,11 +93,18 @@ def gaussian_kernel(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
     return np.exp(-np.clip(d2, 0, None) / (2 * sigma ** 2))
 
 
+def cluster_members(labels: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per cluster, its rows in ascending order (one sort, not a scan of all labels per cluster)."""
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(labels, minlength=k))[:-1])
+
+
 def density(x: np.ndarray, labels: np.ndarray, k: int, sigma: float) -> np.ndarray:
+    """Step 3, in float64; ``x`` (possibly memory-mapped float16) is read one cluster at a time."""
     d = np.zeros(k)
-    for c in range(k):
-        members = x[labels == c]
-        if len(members):
+    for c, rows in enumerate(cluster_members(labels, k)):
+        if len(rows):
+            members = x[rows].astype(np.float64)
             d[c] = gaussian_kernel(members, members, sigma).mean()
     return d
 
@@ -181,23 +184,26 @@ class CoincideSelector:
     revision: ClassVar[int] = 2
     Config: ClassVar[type[BaseModel]] = CoincideConfig
     needs: ClassVar[frozenset[str]] = frozenset({"proxy"})
+    multi_process: ClassVar[bool] = True  # score() may run as several ranks (ScoringContext.rank)
 
     def __init__(self, config: CoincideConfig):
         self.config = config
 
     def score(self, pool: Manifest, ctx: ScoringContext) -> Artifacts:
         cfg = self.config
-        eng = _features.engine(ctx.require("proxy"), ctx.device, ctx.batch_size)
+        eng = _features.engine(ctx.require("proxy"), ctx)
 
         def reduce(batch, cap) -> np.ndarray:
             return coincide_features(cap.oproj, batch.roles, cfg.layers).cpu().numpy()
 
         with ctx.timed("feature_extraction"):
             x = eng.run(examples(pool), reduce, n_blocks=max(cfg.layers) + 1, oproj=cfg.layers,
-                        shard_dir=ctx.work_dir / "shards", desc="coincide: o_proj features")
+                        dtype=FEATURE_DTYPE, shard_dir=ctx.work_dir / "shards", desc="coincide: o_proj features")
+        if ctx.rank:  # another rank of a multi-process job: its shards are written, rank 0 scores
+            return {}
         with ctx.timed("scoring"):
             artifacts = self.from_features(x, pool)
-        ctx.notes.append(f"{len(artifacts['weights'])} clusters")
+        ctx.notes.append(f"{len(artifacts['weights'])} clusters, {kmeans_note()}")
         return artifacts
 
     def from_features(self, x: np.ndarray, pool: Manifest) -> Artifacts:
@@ -206,7 +212,7 @@ class CoincideSelector:
         k = cfg.n_clusters or clusters_for(len(x), 10_000)
         centroids, labels = spherical_kmeans(x, k, cfg.niter, cfg.seed)
         t = transferability(centroids, cfg.mask_above)
-        d = density(x.astype(np.float64), labels, k, cfg.sigma)
+        d = density(x, labels, k, cfg.sigma)
         z = (t / np.clip(d, 1e-12, None)) / cfg.temperature
         w = np.exp(z - z.max())
         w /= w.sum()
@@ -215,12 +221,13 @@ class CoincideSelector:
 
     def select(self, artifacts: Artifacts, budget: int, seed: int) -> np.ndarray:
         n = pool_size(artifacts)
-        labels, w, x = artifacts["labels"], artifacts["weights"], artifacts["features"].astype(np.float64)
+        labels, w, x = artifacts["labels"], artifacts["weights"], artifacts["features"]
         sizes = np.bincount(labels, minlength=len(w))
         counts = allocate(w, sizes, budget)
         picks = []
         for c in np.flatnonzero(counts):
             members = np.flatnonzero(labels == c)
-            kern = gaussian_kernel(x[members], x[members], self.config.sigma)
+            xm = x[members].astype(np.float64)
+            kern = gaussian_kernel(xm, xm, self.config.sigma)
             picks.append(members[mmd_prototypes(kern, int(counts[c]))])
         return check_selection(np.concatenate(picks) if picks else np.zeros(0, np.int64), budget, n, self.name)

@@ -28,12 +28,13 @@ class PerplexitySelector:
     name: ClassVar[str] = "perplexity"
     Config: ClassVar[type[BaseModel]] = PerplexityConfig
     needs: ClassVar[frozenset[str]] = frozenset({"target"})
+    multi_process: ClassVar[bool] = True  # score() may run as several ranks (ScoringContext.rank)
 
     def __init__(self, config: PerplexityConfig):
         self.config = config
 
     def score(self, pool: Manifest, ctx: ScoringContext) -> Artifacts:
-        eng = _features.engine(ctx.require("target"), ctx.device, ctx.batch_size)
+        eng = _features.engine(ctx.require("target"), ctx)
 
         def reduce(batch, cap) -> np.ndarray:
             logits = cap.logits[:, :-1].float()

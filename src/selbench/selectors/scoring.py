@@ -45,9 +45,11 @@ def _models(ctx: ScoringContext) -> dict[str, str | None]:
     return {w: (str(getattr(ctx, w)) if getattr(ctx, w) else None) for w in ("target", "proxy")}
 
 
-def score_into(selector: Selector, pool: Manifest, ctx: ScoringContext, path: Path) -> tuple[Artifacts, dict]:
+def score_into(selector: Selector, pool: Manifest, ctx: ScoringContext, path: Path, *,
+               cleanup: bool = True) -> tuple[Artifacts, dict]:
     """Score in ``ctx.work_dir`` (scratch: shards, proxy checkpoints), save the artifacts at ``path`` with a JSON
-    sidecar, then drop the scratch. The one scoring path of ``selbench select`` and the harness's score stage."""
+    sidecar, then drop the scratch (``cleanup=False``: the caller does, once the other ranks of a multi-process job
+    have finished with it). The one scoring path of ``selbench select`` and the harness's score stage."""
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     artifacts = selector.score(pool, ctx)
@@ -55,7 +57,8 @@ def score_into(selector: Selector, pool: Manifest, ctx: ScoringContext, path: Pa
                             "pool_hash": pool.content_hash, "models": _models(ctx),
                             "timings": {**ctx.timings, "total": time.perf_counter() - t0}, "notes": ctx.notes}
     save_artifacts(artifacts, path, meta)
-    shutil.rmtree(ctx.work_dir, ignore_errors=True)
+    if cleanup:
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)
     return artifacts, meta
 
 

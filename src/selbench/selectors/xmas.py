@@ -41,10 +41,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from selbench.models.chat import IMAGE
-from selbench.models.extract import LayerAttention, ModuleAttention, concat_head_attention
+from selbench.models.extract import LayerAttention, ModuleAttention, concat_head_attention, wait_for
 from selbench.models.training import TrainConfig, total_steps
 from selbench.pool.manifest import Manifest, examples
 from selbench.selectors import _features
+from selbench.selectors._kmeans import faiss_kmeans, kmeans_note
 from selbench.selectors.base import Artifacts, ScoringContext, check_selection, pool_size
 
 TEXT_ONLY = -1
@@ -83,12 +84,7 @@ def cluster_count(n_clusters: int | str, n_image_rows: int) -> int:
 
 def trajectory_clusters(traj: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray:
     """faiss k-means on trajectories [N, C] → a label per row. NaN scores count as 0 (as the reference)."""
-    import faiss
-
-    x32 = np.ascontiguousarray(np.nan_to_num(traj, nan=0.0), dtype=np.float32)
-    km = faiss.Kmeans(x32.shape[1], k, niter=niter, seed=seed, verbose=False)
-    km.train(x32)
-    return km.index.search(x32, 1)[1][:, 0].astype(np.int64)
+    return faiss_kmeans(np.nan_to_num(traj, nan=0.0), k, niter=niter, seed=seed)[1]  # GPU when visible: _kmeans
 
 
 def layer_attention(variant: str, n_layers: int) -> dict[int, LayerAttention]:
@@ -176,6 +172,8 @@ class XmasSelector:
     revision: ClassVar[int] = 2
     Config: ClassVar[type[BaseModel]] = XmasConfig
     needs: ClassVar[frozenset[str]] = frozenset({"proxy"})
+    # score() may run as several ranks (ScoringContext.rank): rank 0 trains the proxy, all ranks share the extraction
+    multi_process: ClassVar[bool] = True
 
     def __init__(self, config: XmasConfig):
         self.config = config
@@ -191,6 +189,9 @@ class XmasSelector:
         steps = checkpoint_steps(total_steps(len(pool), cfg)[1], self.config.checkpoints)
         dirs = [ctx.work_dir / "checkpoints" / f"step-{s:07d}" for s in steps]
         if all((d / "config.json").exists() for d in dirs):
+            return dirs
+        if ctx.rank:  # trained once, by rank 0, exactly as in one process; the other ranks wait for its checkpoints
+            wait_for([d / "config.json" for d in dirs], ctx.dead_peer, poll_s=1.0)
             return dirs
         proxy = ctx.require("proxy")
         model = LlavaForConditionalGeneration.from_pretrained(proxy, dtype=torch.float32)
@@ -214,6 +215,8 @@ class XmasSelector:
         rows = np.flatnonzero(pool.has_image.to_numpy())
         with ctx.timed("feature_extraction"):
             traj = self.alignment_trajectories(ckpts, examples(pool, rows), ctx)
+        if ctx.rank:  # another rank of a multi-process job: its shards are written, rank 0 scores
+            return {}
         with ctx.timed("scoring"):
             instab = instability(traj)
             k = cluster_count(cfg.n_clusters, len(rows))
@@ -223,7 +226,8 @@ class XmasSelector:
         instab_all = np.full(len(pool), np.nan)
         instab_all[rows] = instab
         dropped = ~kept_clusters(labels, cfg.min_cluster_size)
-        ctx.notes.append(f"{k} trajectory clusters + 1 text-only cluster ({len(pool) - len(rows)} rows); "
+        ctx.notes.append(f"{k} trajectory clusters ({kmeans_note()}) + 1 text-only cluster "
+                         f"({len(pool) - len(rows)} rows); "
                          f"{len(ckpts)} checkpoints; {cfg.attention} attention; {int(dropped.sum())} rows in "
                          f"clusters under {cfg.min_cluster_size} members (picked only to fill a shortfall)")
         return {"n": np.array(len(pool)), "rows": rows, "trajectories": traj, "instability": instab_all,
@@ -234,7 +238,7 @@ class XmasSelector:
         cfg = self.config
         traj = np.zeros((len(image_examples), len(ckpts)))
         for c, ckpt in enumerate(ckpts):
-            eng = _features.engine(ckpt, ctx.device, ctx.batch_size)
+            eng = _features.engine(ckpt, ctx)
             n_layers = len(eng.model.model.language_model.layers)
 
             def reduce(batch, cap, n_layers=n_layers) -> np.ndarray:

@@ -279,10 +279,11 @@ class LocalExecutor:
         self.spec, self.store = spec, store
 
     def devices_needed(self, job: Job) -> int:
-        """GPUs a job takes: none for CPU stages, ``finetune_processes`` for a fine-tune, one otherwise."""
+        """GPUs a job takes: none for CPU stages, ``finetune_processes`` for a fine-tune, ``score_workers`` for a
+        score job, one otherwise."""
         if job.stage not in GPU_STAGES:
             return 0
-        return self.spec.finetune_processes if job.stage == "finetune" else 1
+        return {"finetune": self.spec.finetune_processes, "score": self.spec.score_workers}.get(job.stage, 1)
 
     def job_tags(self, job: Job, staging: Path) -> dict[str, str]:
         """What every job process gets in its environment: its staging folder and the tags that identify it."""

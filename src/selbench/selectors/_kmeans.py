@@ -1,0 +1,80 @@
+"""faiss k-means for COINCIDE and XMAS, on the GPU when one is visible (as both papers ran it), else on the CPU.
+
+Both devices run the same ``faiss.Kmeans`` with the same parameters and seed: the seed fixes the subsample and the
+initial centroids (drawn on the CPU either way); only the nearest-centroid search of each iteration moves to the GPU
+(``GpuIndexFlatIP`` / ``GpuIndexFlatL2``; the centroid update stays on the CPU). The search sums floats in another
+order than the CPU's BLAS, so a point almost equidistant from two centroids can be assigned differently, and from
+then on the iterations diverge: labels, and whatever is computed from them, may differ between GPU and CPU runs
+(docs/performance.md, "k-means: GPU or CPU"). ``SELBENCH_KMEANS=cpu`` forces the CPU for a bit-exact comparison.
+
+The device is not part of any job's config (job ids stay as they are); the selectors say in their notes which one
+clustered (``kmeans_note``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import numpy as np
+
+ENV = "SELBENCH_KMEANS"  # auto (default): the GPU when one is visible and faiss has GPU support; cpu; gpu (or fail)
+Device = Literal["cpu", "gpu"]
+
+
+def faiss_has_gpu(faiss: Any) -> bool:
+    """Whether this faiss build has GPU support compiled in (faiss-gpu) — not whether a GPU is visible."""
+    return hasattr(faiss, "StandardGpuResources")
+
+
+def visible_gpus(faiss: Any) -> int:
+    """GPUs faiss can use here: 0 for a CPU-only build, else what CUDA reports (``CUDA_VISIBLE_DEVICES``)."""
+    return int(faiss.get_num_gpus()) if faiss_has_gpu(faiss) else 0
+
+
+def kmeans_device() -> Device:
+    """Where k-means runs: ``SELBENCH_KMEANS`` = ``auto`` (default) picks the GPU when faiss has GPU support and
+    sees a GPU, the CPU otherwise; ``cpu`` always the CPU; ``gpu`` the GPU or an error."""
+    choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"{ENV}={choice!r}: expected auto, cpu or gpu")
+    if choice == "cpu":
+        return "cpu"
+    import faiss
+
+    if visible_gpus(faiss) > 0:
+        return "gpu"
+    if choice == "gpu":
+        why = "sees no GPU" if faiss_has_gpu(faiss) else "has no GPU support (faiss-cpu; the GPU image has faiss-gpu)"
+        raise RuntimeError(f"{ENV}=gpu but faiss {faiss.__version__} {why}")
+    return "cpu"
+
+
+def kmeans_note(device: Device | None = None) -> str:
+    """For a job's notes: which device clustered, and with which faiss."""
+    import faiss
+
+    device = device or kmeans_device()
+    forced = f"; {ENV}={os.environ[ENV]}" if os.environ.get(ENV, "").strip() else ""
+    return f"k-means on {device} (faiss {faiss.__version__}{forced})"
+
+
+def faiss_kmeans(x: np.ndarray, k: int, *, niter: int, seed: int, device: Device | None = None,
+                 **params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``faiss.Kmeans(d, k, niter=, seed=, verbose=False, **params)`` trained on ``x``, then every row assigned to
+    its nearest centroid → (centroids [k, d] float32, labels [N] int64). ``device`` None: ``kmeans_device()``.
+
+    On the GPU, Kmeans' own flat index (inner product when spherical, L2 otherwise) is moved to one device, the first
+    visible: the job's GPU, and results that do not depend on how many GPUs the job holds. (``Kmeans(gpu=...)``
+    would take every visible GPU: its ``gpu=1`` means ``True``.)"""
+    import faiss
+
+    device = device or kmeans_device()
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    km = faiss.Kmeans(x32.shape[1], k, niter=niter, seed=seed, verbose=False, **params)
+    if device == "gpu":
+        resources = faiss.StandardGpuResources()  # referenced until the search below is done
+        km.index = faiss.index_cpu_to_gpu(resources, 0, km.index)
+    km.train(x32)
+    _, labels = km.index.search(x32, 1)  # the index holds the final centroids (on the GPU when it ran there)
+    return km.centroids, labels[:, 0].astype(np.int64)
