@@ -44,3 +44,31 @@ def predictions(store: Store, job: Job, name: str) -> list[str]:
 
 def item_outcomes(store: Store, job: Job, name: str) -> dict:
     return json.loads((store.root / "resume" / job.id / f"bench-{name}.json").read_text())["items"]
+
+
+@pytest.fixture(scope="session")
+def judge_process(tmp_path_factory):
+    """A tiny scripted judge (tests/evaluators/judge_model.py) served by the CPU vLLM, started and not waited for:
+    it comes up while the small run builds. One per session: the judge test and the vLLM rehearsal share it."""
+    from tests.evaluators.judge_model import SERVED, build_judge
+
+    from selbench.evaluators.vllm_server import VLLMServer
+
+    model = build_judge(tmp_path_factory.mktemp("judge") / "model")
+    server = VLLMServer(model, model.parent / "vllm.log", extra_args=["--enforce-eager"], served_name=SERVED)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def judge_server(judge_process, small_run):
+    return judge_process.wait_ready()
+
+
+def judge_config(server) -> dict:
+    """``evaluation.judge`` for the served tiny judge (its key in KEY_ENV, which the caller sets)."""
+    from tests.evaluators.judge_model import KEY_ENV, SERVED
+
+    return {"model": SERVED, "base_url": server.base_url, "api_key_env": KEY_ENV}

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 REPLY = "1 0.5\tB"
+SERVED = "tiny-judge"
+KEY_ENV, KEY = "SELBENCH_TEST_JUDGE_KEY", "sk-test-judge-4d1f"  # the tests' judge key: never in a result
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}judge:{% endif %}")
 

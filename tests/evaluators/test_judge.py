@@ -13,20 +13,18 @@ import re
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from tests.evaluators.conftest import run_stage, stage_store
-from tests.evaluators.judge_model import build_judge
+from tests.evaluators.conftest import judge_config, run_stage, stage_store
+from tests.evaluators.judge_model import KEY, KEY_ENV, SERVED
 
 from selbench.evaluators.benchmarks import get, task_for
 from selbench.evaluators.judge import Judge, JudgeError, environment, failed_items, judge_env, preflight
 from selbench.evaluators.lmms import EvaluationError
 from selbench.evaluators.task_fixtures import write_fixtures
 
-KEY_ENV, KEY = "SELBENCH_TEST_JUDGE_KEY", "sk-test-judge-4d1f"
 JUDGED = ["mmvet", "llava_bench", "mmbench_cn"]
 REQUIRED = {"mmvet": ["gpt_eval_score"], "llava_bench": ["gpt_eval_llava_all"], "mmbench_cn": ["gpt_eval_score"]}
 
@@ -114,24 +112,6 @@ def task_data(tmp_path_factory) -> Path:
     return write_fixtures(tmp_path_factory.mktemp("task-data"))
 
 
-@pytest.fixture(scope="module")
-def judge_process(tmp_path_factory) -> Iterator:
-    """The judge's vLLM server, started (not waited for): it comes up while the small run builds."""
-    from selbench.evaluators.vllm_server import VLLMServer
-
-    model = build_judge(tmp_path_factory.mktemp("judge") / "model")
-    server = VLLMServer(model, model.parent / "vllm.log", extra_args=["--enforce-eager"], served_name="tiny-judge")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def judge_server(judge_process, reference):
-    return judge_process.wait_ready()
-
-
 def _requests(server) -> float:
     text = urllib.request.urlopen(server.base_url.removesuffix("/v1") + "/metrics", timeout=10).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -147,7 +127,7 @@ def test_judge_scored_benchmarks_run_with_a_local_judge(judge_server, reference,
     store = stage_store(tmp_path, reference)
     _, ft, bench_dir = reference
     before = _requests(judge_server)
-    judge = {"model": "tiny-judge", "base_url": judge_server.base_url, "api_key_env": KEY_ENV}
+    judge = judge_config(judge_server)
     job, rows = run_stage(store, ft, "lmms-eval-hf", JUDGED, bench_dir, task_data=str(task_data), judge=judge,
                           required=REQUIRED)
     values = {(r["benchmark"], r["metric"]): r["value"] for r in rows}
@@ -155,13 +135,13 @@ def test_judge_scored_benchmarks_run_with_a_local_judge(judge_server, reference,
     assert values[("mmvet", "gpt_eval_score")] == pytest.approx(100.0)
     assert values[("llava_bench", "gpt_eval_llava_all")] == pytest.approx(50.0)
     assert math.isfinite(values[("mmbench_cn", "gpt_eval_score")])
-    assert {r["judge"] for r in rows} == {"tiny-judge"}
+    assert {r["judge"] for r in rows} == {SERVED}
     resume = store.root / "resume" / job.id
     saved = {b: json.loads((resume / f"bench-{b}.json").read_text()) for b in JUDGED}
     assert saved["mmbench_cn"]["task"] == "mmbench_cn_dev"  # with a judge: the matcher's task, not a variant
     for b in JUDGED:
         j = saved[b]["judging"]
-        assert j["base_url"] == judge_server.base_url and j["served_model"] == "tiny-judge", j
+        assert j["base_url"] == judge_server.base_url and j["served_model"] == SERVED, j
         assert j["failed"] == 0 and j["items"] == len(saved[b]["predictions"]), j
     assert saved["mmbench_cn"]["judging"]["calls"] > 0  # answers the matcher could not read went to the judge
     calls = sum(saved[b]["judging"]["calls"] for b in JUDGED)
@@ -174,14 +154,15 @@ def test_judge_scored_benchmarks_run_with_a_local_judge(judge_server, reference,
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_a_wrong_judge_model_fails_before_any_generation(judge_server, reference, tmp_path, monkeypatch) -> None:
+def test_a_wrong_judge_model_is_refused_by_the_preflight(judge_server, monkeypatch) -> None:
+    """Before any generation (the stage runs the preflight before lmms-eval; its message is prefixed with the
+    benchmark, as test_unusable_judge_replies_fail_the_benchmark_not_score_it shows)."""
     monkeypatch.setenv(KEY_ENV, KEY)
-    store = stage_store(tmp_path, reference)
-    _, ft, bench_dir = reference
-    judge = {"model": "no-such-judge", "base_url": judge_server.base_url, "api_key_env": KEY_ENV}
-    with pytest.raises(EvaluationError, match=r"\[mmvet\] benchmark mmvet: the judge 'no-such-judge' at .* does "
-                                              r"not answer .*HTTP 404"):
-        run_stage(store, ft, "lmms-eval-hf", ["mmvet"], bench_dir, judge=judge)
+    assert preflight(Judge.model_validate(judge_config(judge_server))) == SERVED
+    wrong = Judge(model="no-such-judge", base_url=judge_server.base_url, api_key_env=KEY_ENV)
+    with pytest.raises(JudgeError, match=r"the judge 'no-such-judge' at .* does not answer .*, 1 attempt\(s\)\): "
+                                          r"HTTP 404"):  # a wrong model is not retried
+        preflight(wrong)
 
 
 @pytest.mark.slow
