@@ -21,7 +21,15 @@ from tests.evaluators.conftest import judge_config, run_stage, stage_store
 from tests.evaluators.judge_model import KEY, KEY_ENV, SERVED
 
 from selbench.evaluators.benchmarks import get, task_for
-from selbench.evaluators.judge import Judge, JudgeError, environment, failed_items, judge_env, preflight
+from selbench.evaluators.judge import (
+    Judge,
+    JudgeError,
+    environment,
+    failed_items,
+    judge_env,
+    mmvet_score,
+    preflight,
+)
 from selbench.evaluators.lmms import EvaluationError
 from selbench.evaluators.task_fixtures import write_fixtures
 
@@ -73,6 +81,11 @@ def test_an_unreachable_judge_fails_in_seconds_naming_its_url(monkeypatch) -> No
     with pytest.raises(JudgeError, match=r"does not answer .*127\.0\.0\.1.*2 attempt\(s\)"):
         preflight(judge, delay_s=0.1)
     assert time.perf_counter() - t0 < 10
+
+
+def test_mmvet_replies_are_usable_only_as_a_score_in_0_1() -> None:
+    assert mmvet_score("0.4") and mmvet_score("1 0.5\tB") and mmvet_score(" 0.0 because")
+    assert not mmvet_score("Great answer.") and not mmvet_score("5") and not mmvet_score("")
 
 
 def test_failed_judge_calls_are_counted_from_the_samples() -> None:
@@ -167,7 +180,7 @@ def test_a_wrong_judge_model_is_refused_by_the_preflight(judge_server, monkeypat
 
 @pytest.mark.slow
 def test_unusable_judge_replies_fail_the_benchmark_not_score_it(reference, task_data, tmp_path, monkeypatch) -> None:
-    """lmms-eval alone would score these: MM-Vet 0.0 after four retries per item, LLaVA-Bench a perfect 100.0
+    """lmms-eval alone would score these: MM-Vet 0.0 after retries with 5-s sleeps per item, LLaVA-Bench a perfect 100.0
     (every item's scores [-1, -1] averaged), MMBench-Cn by random options."""
     monkeypatch.setenv(KEY_ENV, KEY)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
@@ -178,11 +191,14 @@ def test_unusable_judge_replies_fail_the_benchmark_not_score_it(reference, task_
         judge = {"model": "scripted", "base_url": f"http://127.0.0.1:{httpd.server_port}/v1",
                  "api_key_env": KEY_ENV}
         with pytest.raises(EvaluationError) as err:
-            run_stage(store, ft, "lmms-eval-hf", ["llava_bench", "mmbench_cn"], bench_dir, task_data=str(task_data),
-                      judge=judge, required=REQUIRED)
+            run_stage(store, ft, "lmms-eval-hf", ["mmvet", "llava_bench", "mmbench_cn"], bench_dir,
+                      task_data=str(task_data), judge=judge, required=REQUIRED)
     finally:
         httpd.shutdown()
     msg = str(err.value)
+    # MM-Vet: an unusable reply is a failed call (lmms-eval alone: 5-s sleeps at rising temperature, then 0.0)
+    assert re.search(r"\[mmvet\] benchmark mmvet: (\d+) of \1 items are judge calls that failed or gave no usable "
+                     r"score", msg), msg
     assert "[llava_bench] benchmark llava_bench: " in msg and "judge calls that failed or gave no usable score" in msg
     assert "evaluation.judge.max_failed is 0" in msg
     # items whose answers name no option go to the matcher, which guesses after the nonsense (lmms-eval reports nothing)

@@ -1,5 +1,5 @@
 """Items whose prompt does not fit the model's context (MMMU's many-image items on a 4K-context LLaVA): counted per
-benchmark and scored as wrong answers, and the benchmark fails only beyond ``evaluation.max_over_context`` — on the
+benchmark, answering nothing (their task scores the empty answer), and the benchmark fails only beyond ``evaluation.max_over_context`` — on the
 HF backend (the item is not generated) and on the vLLM backend (the server's 400 for the item, recognised by its
 message)."""
 
@@ -56,10 +56,25 @@ def test_over_long_items_are_counted_and_fail_a_benchmark_only_beyond_the_thresh
     with pytest.raises(EvaluationError) as err:  # one job: emb_vqa under the threshold, emb_mc over it
         run_stage(store, ft, "lmms-eval-hf", ["emb_vqa", "emb_mc"], long_bench, max_over_context=0.1)
     assert re.fullmatch(rf"\[emb_mc\] benchmark emb_mc: {n['emb_mc']} of {n['emb_mc']} items do not fit the model's "
-                        r"context \(each is scored as a wrong answer; evaluation.max_over_context is 0.1\): doc 0: "
+                        r"context \(each answers nothing; evaluation.max_over_context is 0.1\): doc 0: "
                         r"\d+ prompt tokens", str(err.value)), str(err.value)
     resume = next((store.root / "resume").iterdir())
     saved = json.loads((resume / "bench-emb_vqa.json").read_text())
     assert (saved["items_total"], saved["items_over_context"]) == (n["emb_vqa"], 2)
     assert saved["predictions"][:2] == ["", ""] and all(p for p in saved["predictions"][2:5])  # not generated
     assert all(math.isfinite(r["value"]) for r in saved["rows"])  # scored, the two counted as wrong
+
+
+def test_on_vllm_an_over_long_item_answers_nothing_instead_of_the_error_text(tmp_path) -> None:
+    """lmms-eval's openai model answers a refused request with its error text, which a task would score (MMMU's
+    parser finds "D " in "...FAILED after..."): the session turns a context refusal into "" and counts it; any other
+    failure stays as it is (and fails the benchmark)."""
+    from selbench.evaluators.lmms import LmmsEvalSession
+
+    session = LmmsEvalSession("lmms-eval-vllm", tmp_path, tmp_path / "work", ["emb_vqa"], None)
+    too_long = (f"{REQUEST_FAILED} after 2 retries] Error code: 400 - This model's maximum context length is 256 "
+                f"tokens. However, your prompt contains 301 input tokens")
+    down = f"{REQUEST_FAILED} after 2 retries] Connection error."
+    generate = session._answer_nothing_over_context(lambda requests: ["yes", too_long, down])
+    assert generate([1, 2, 3]) == ["yes", "", down]
+    assert session.over_context == [too_long]

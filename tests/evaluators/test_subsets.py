@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from tests.evaluators.conftest import run_stage, stage_store
 from tests.reports.frames import SPEC, frames
 
-from selbench.evaluators.lmms import task_hash
+from selbench.evaluators.lmms import subset_identity, task_hash
 from selbench.harness.spec import RunSpec
 from selbench.reports.tables import all_tables, from_frames
 
@@ -61,5 +61,7 @@ def test_a_seeded_subset_runs_the_drawn_items_and_says_so(reference, tmp_path) -
     assert {r["n"] for r in rows} == {10}
     assert {r["subset"] for r in rows} == {f"10 of {len(questions)} items, seed 3"}
     # the subset is part of what the task is: another seed or size, another hash; none, the whole task's
-    assert {r["task_hash"] for r in rows} == {task_hash("emb_vqa", bench_dir, subset=(10, 3))}
-    assert len({task_hash("emb_vqa", bench_dir, subset=s) for s in ((10, 3), (10, 4), (11, 3), None)}) == 4
+    assert {r["task_hash"] for r in rows} == {task_hash("emb_vqa", bench_dir,
+                                                        subset=subset_identity(3, len(questions), drawn.tolist()))}
+    others = [subset_identity(4, len(questions), drawn.tolist()), subset_identity(3, len(questions), [0, 1]), None]
+    assert len({rows[0]["task_hash"], *(task_hash("emb_vqa", bench_dir, subset=s) for s in others)}) == 4

@@ -99,9 +99,16 @@ def test_score_workers_reach_the_score_jobs_and_their_devices(tmp_path: Path) ->
     two_spec = spec.model_copy(update={"executor": spec.executor.model_copy(update={"score_workers": 2})})
     two = build_plan(two_spec)
     scores = [j for j in two.jobs if j.stage == "score"]
-    assert scores and all(ScoreConfig.parse(j).workers == 2 for j in scores)
+    splitting = {"perplexity", "coincide", "prism", "xmas", "scalselect"}  # their score() runs as ranks
+    assert {ScoreConfig.parse(j).selector: ScoreConfig.parse(j).workers for j in scores} == {
+        s: (2 if s in splitting else 1) for s in ("random", "length", *splitting)}
+    one_process = {j.id for j in scores if ScoreConfig.parse(j).selector in ("random", "length")}
+    assert one_process == {j.id for j in one.jobs if j.stage == "score" and ScoreConfig.parse(j).selector in
+                           ("random", "length")}  # no split: their jobs and their caches stay as they were
+    scores = [j for j in scores if ScoreConfig.parse(j).selector in splitting]
     assert {j.id for j in one.jobs if j.stage == "score"}.isdisjoint(j.id for j in scores)
     assert {j.id for j in one.jobs if j.stage == "prepare"} == {j.id for j in two.jobs if j.stage == "prepare"}
     ex = LocalExecutor(two_spec.executor, Store(tmp_path / "store"))
     assert ex.devices_needed(scores[0]) == 2
+    assert ex.devices_needed(next(j for j in two.jobs if j.stage == "score" and j.id in one_process)) == 1
     assert ex.devices_needed(next(j for j in two.jobs if j.stage == "evaluate")) == 1

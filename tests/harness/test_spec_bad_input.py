@@ -91,3 +91,25 @@ def test_labels_print_as_data_in_the_cli() -> None:
     cli._print_board(board, columns_for(None, ["emb_vqa"]))  # rich markup in labels would raise MarkupError
     out = cli.console.export_text()
     assert "[/x]" in out and "[bold]boom[/]" in out
+
+
+def test_executor_env_values_never_reach_a_record_and_can_come_from_the_harness(monkeypatch) -> None:
+    """A judge's key in ``executor.env``: by reference ("${NAME}", read when jobs start) or by value — either way
+    ``spec.json`` (``RunSpec.recorded``), the nightly history and the fingerprint hold its name only."""
+    from selbench.harness.spec import RunSpec
+
+    def spec(env: dict) -> RunSpec:
+        return RunSpec.model_validate({**BASE, "executor": {"env": env}})
+
+    by_value = spec({"OPENAI_API_KEY": "sk-secret-1"})
+    assert by_value.recorded()["executor"]["env"] == {"OPENAI_API_KEY": "<redacted>"}
+    assert "sk-secret" not in str(by_value.recorded())
+    assert by_value.fingerprint() == spec({"OPENAI_API_KEY": "sk-secret-2"}).fingerprint()  # rotating it: no change
+    assert spec({}).fingerprint() == RunSpec.model_validate(BASE).fingerprint()
+    by_ref = spec({"OPENAI_API_KEY": "${SELBENCH_TEST_KEY}", "PLAIN": "x"})
+    monkeypatch.delenv("SELBENCH_TEST_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"executor\.env\.OPENAI_API_KEY = \$\{SELBENCH_TEST_KEY\}: the variable "
+                                         r"SELBENCH_TEST_KEY is not set"):
+        by_ref.executor.job_env()
+    monkeypatch.setenv("SELBENCH_TEST_KEY", "sk-from-host")
+    assert by_ref.executor.job_env() == {"OPENAI_API_KEY": "sk-from-host", "PLAIN": "x"}

@@ -23,7 +23,7 @@ from selbench.harness.stages.score import score
 from selbench.models import tiny
 from selbench.models.chat import IMAGE
 from selbench.models.extract import FEATURE_DTYPE, MERGED, FeatureEngine, RankError, Sharding, masked_mean, wait_for
-from selbench.models.launch import RankProcesses, rank_device
+from selbench.models.ranks import RankProcesses, rank_device
 from selbench.pool.manifest import Manifest, examples, save_manifest
 from selbench.selectors.base import load_artifacts
 from selbench.selectors.prism import redundancy_scores

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from selbench.evaluators.judge import Judge, JudgeApi
+    from selbench.evaluators.judge_config import Judge, JudgeApi
 
 
 @dataclass(frozen=True)

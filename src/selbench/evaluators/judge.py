@@ -26,51 +26,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from selbench.evaluators.judge_config import OPENAI, Judge, JudgeApi, JudgeError
 
-JudgeApi = Literal["client", "endpoint"]
-OPENAI = "https://api.openai.com/v1"
 GUESSED = "Failed to predict, thus randomly generate one. "  # what MMBench's matcher says when it guessed
 
-
-class JudgeError(RuntimeError):
-    """The judge cannot be used as configured: names the URL, the model and what the server said."""
-
-
-class Judge(BaseModel):
-    """``evaluation.judge``: a model name alone (``judge: gpt-4-0613``, OpenAI's API, key in OPENAI_API_KEY) or
-    the full form ``{model, base_url, api_key_env, max_failed, retries}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    model: str = Field(min_length=1)
-    base_url: str = OPENAI  # an OpenAI-compatible server's /v1 URL (a local vLLM: http://HOST:PORT/v1)
-    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (never the key itself)
-    max_failed: float = Field(default=0.0, ge=0.0, le=1.0)  # fraction of a benchmark's items the judge may fail
-    retries: int = Field(default=2, ge=0, le=10)  # the preflight's extra attempts (lmms-eval retries on its own)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _name_only(cls, value: Any) -> Any:
-        return {"model": value} if isinstance(value, str) else value
-
-    def key(self) -> str:
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            raise JudgeError(f"evaluation.judge: the environment variable {self.api_key_env} (api_key_env) holding "
-                             f"the judge's API key is not set (a local server without keys: set it to any value, "
-                             f"e.g. EMPTY)")
-        return key
-
-    def url(self, api: JudgeApi) -> str:
-        base = self.base_url.rstrip("/")
-        return f"{base}/chat/completions" if api == "endpoint" else base
-
-    def record(self) -> dict:
-        """What the results keep of the judge (no key)."""
-        return {"model": self.model, "base_url": self.base_url}
-
+__all__ = ["OPENAI", "Judge", "JudgeApi", "JudgeError", "checked_replies", "environment", "failed_items", "judge_env",
+           "matcher_guesses", "mmvet_score", "preflight"]
 
 def judge_env(judge: Judge, api: JudgeApi) -> dict[str, str]:
     """The environment a task's utils read the judge from, in the URL form its code uses."""
@@ -109,6 +71,8 @@ def preflight(judge: Judge, *, timeout_s: float = 30, delay_s: float = 1.0) -> s
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as r:
                 reply = json.loads(r.read())
+            if not isinstance(reply, dict) or not reply.get("choices"):
+                raise ValueError(f"not a chat completion: {str(reply)[:200]}")
             return str(reply.get("model") or judge.model)
         except urllib.error.HTTPError as e:
             last = f"HTTP {e.code}: {e.read()[:300].decode(errors='replace')}"
@@ -134,6 +98,41 @@ def failed_items(metric: str, samples: Sequence[dict]) -> int:
         elif "scores" in record:
             n += list(record["scores"]) == [-1, -1]
     return n
+
+
+def mmvet_score(reply: str) -> bool:
+    """A reply MM-Vet can use: its first space-separated field a score in [0, 1] (what its utils parse)."""
+    try:
+        return 0.0 <= float(reply.strip().split(" ")[0]) <= 1.0
+    except ValueError:
+        return False
+
+
+# benchmark → what a usable judge reply is, where lmms-eval's own handling of an unusable one is worse than a failed
+# call: MM-Vet retries a non-number with 5-s sleeps at rising temperature and then scores 0.0 unrecorded, and loops
+# without end on a number outside [0, 1]
+REPLY_CHECKS = {"mmvet": mmvet_score}
+
+
+@contextlib.contextmanager
+def checked_replies(usable) -> Iterator[None]:
+    """For the block, a judge reply that ``usable`` rejects is a failed call (a JudgeError inside lmms-eval's OpenAI
+    provider), which the task records as such (MM-Vet: ``eval_model`` "", counted by ``failed_items``)."""
+    from lmms_eval.llm_judge.providers.openai import OpenAIProvider
+
+    original = OpenAIProvider.evaluate
+
+    def evaluate(self, request):
+        response = original(self, request)
+        if not usable(response.content or ""):
+            raise JudgeError(f"unusable judge reply: {(response.content or '')[:80]!r}")
+        return response
+
+    OpenAIProvider.evaluate = evaluate
+    try:
+        yield
+    finally:
+        OpenAIProvider.evaluate = original
 
 
 @contextlib.contextmanager

@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING
 from selbench.evaluators.benchmarks import Benchmark, get, task_for
 from selbench.evaluators.items import from_samples
 from selbench.evaluators.judge import (
+    REPLY_CHECKS,
     Judge,
     JudgeError,
+    checked_replies,
     environment,
     failed_items,
     judge_env,
@@ -50,7 +52,7 @@ TASKS_DIR = Path(__file__).parent / "lmms_tasks"
 REQUEST_FAILED = "[LMMS_EVAL_REQUEST_FAILED"  # what lmms-eval's openai model answers when every retry failed
 # vLLM's 400 for a prompt longer than the served context (vllm/renderers/params.py, v1/engine/input_processor.py)
 OVER_CONTEXT = re.compile(r"maximum context length|longer than the maximum model length")
-MAX_OVER_CONTEXT = 0.01  # default share of a benchmark's items that may exceed the context (scored as wrong)
+MAX_OVER_CONTEXT = 0.01  # default share of a benchmark's items that may exceed the context (each answers "")
 
 
 class EvaluationError(RuntimeError):
@@ -58,13 +60,13 @@ class EvaluationError(RuntimeError):
 
 
 def task_hash(name: str, bench_dir: Path | None, task: str | None = None, data: str | None = None,
-              subset: tuple[int, int] | None = None) -> str:
+              subset: str | None = None) -> str:
     """Hash of what defines an embedded task: its YAML, the shared hooks and the data file (an lmms-eval task: its
     name, ``task`` where a judge-free variant ran, and ``data``, the fingerprint of a local copy of its data set);
-    either way ``subset`` (items, seed) when only a seeded subset of its items ran."""
+    either way ``subset`` (``subset_identity``: the items drawn) when only a seeded subset of its items ran."""
     h = hashlib.sha256()
     if subset is not None:
-        h.update(f"subset:{subset[0]}:{subset[1]}:".encode())
+        h.update(f"subset:{subset}:".encode())
     b = get(name)
     if not b.embedded:
         h.update(f"lmms-eval:{task or b.task}".encode())
@@ -185,6 +187,13 @@ def greedy_for_server(task_generation: dict) -> dict:
     return out
 
 
+def subset_identity(seed: int, of: int, keep: Sequence[int]) -> str:
+    """What a subset is: its seed, the task's item count and a digest of the items drawn — so a draw that changed
+    (another numpy's generator) changes the task's hash instead of silently pairing different items."""
+    digest = hashlib.sha256(",".join(map(str, keep)).encode()).hexdigest()[:16]
+    return f"seed {seed}, {len(keep)} of {of}, items {digest}"
+
+
 class SeededSubset:
     """``evaluation.limit``: a seeded item subset of one task — the task as shipped, with its ``process_docs`` (when
     it has one) followed by a selection of ``n`` of its items, drawn with ``numpy.random.default_rng(seed)`` and kept
@@ -196,6 +205,7 @@ class SeededSubset:
 
         self.n, self.seed = n, seed
         self.of: int | None = None  # the task's item count, once its documents are read
+        self.keep: list[int] = []  # the items drawn (indices after the task's own process_docs)
         self.original = utils.load_yaml_config(yaml_path, mode="full").get("process_docs")
 
     def process_docs(self, dataset):
@@ -205,9 +215,16 @@ class SeededSubset:
             dataset = self.original(dataset)
         self.of = len(dataset)
         if self.n >= self.of:
+            self.keep = list(range(self.of))
             return dataset
         keep = np.sort(np.random.default_rng(self.seed).choice(self.of, size=self.n, replace=False))
-        return dataset.select(keep.tolist())
+        self.keep = [int(i) for i in keep]
+        return dataset.select(self.keep)
+
+    def identity(self) -> str:
+        if self.of is None:
+            raise EvaluationError("the subset's task never read its documents")
+        return subset_identity(self.seed, self.of, self.keep)
 
     def task(self, name: str) -> dict:
         """The config simple_evaluate takes for the task with its docs drawn (lmms-eval merges it over the task's)."""
@@ -240,6 +257,7 @@ class LmmsEvalSession:
         self.max_over_context = max_over_context
         self.limit, self.limit_seed = limit or {}, limit_seed
         self.server: VLLMServer | None = None
+        self.over_context: list[str] = []
         self.judge_model: str | None = None  # what the judge's server answered to the preflight (once per session)
         self.info: dict[str, str] = {"lmms_eval": importlib.metadata.version("lmms_eval")}
 
@@ -274,6 +292,21 @@ class LmmsEvalSession:
         self.lm = get_model("openai")(
             model_version=SERVED_NAME, base_url=server.base_url, api_key="EMPTY", timeout=120,
             max_retries=2, retry_backoff_s=0.5, num_concurrent=8, prefix_aware_queue=False)
+        self.lm.generate_until = self._answer_nothing_over_context(self.lm.generate_until)  # type: ignore[method-assign]
+
+    def _answer_nothing_over_context(self, generate):
+        """lmms-eval's openai model answers a failed request with the error text, which the task would then score
+        (MMMU's parser finds an option letter in it); an item the server refused as longer than the context answers
+        "" instead, as on the HF backend, and is recorded in ``over_context``."""
+        def generate_until(requests):
+            answers = []
+            for answer in generate(requests):
+                if isinstance(answer, str) and answer.startswith(REQUEST_FAILED) and OVER_CONTEXT.search(answer):
+                    self.over_context.append(answer[:300])
+                    answer = ""
+                answers.append(answer)
+            return answers
+        return generate_until
 
     def _yaml(self, name: str, task: str) -> str:
         entry = self.tasks.task_index.get(task)
@@ -324,6 +357,7 @@ class LmmsEvalSession:
         overrides = dict(self.generation.get(name) or {})
         if self.backend == "lmms-eval-vllm":
             overrides = {**greedy_for_server(self._task_config(name, task).get("generation_kwargs") or {}), **overrides}
+        self.over_context = []  # this benchmark's items refused by the vLLM server as too long
         if self.backend == "lmms-eval-hf":
             self.lm.over_context = []  # what this benchmark's prompts that do not fit the context add
         judged = self.judge if self.judge is not None and (bench.judge or bench.judge_fallback) else None
@@ -334,6 +368,8 @@ class LmmsEvalSession:
                 stack.enter_context(reading_from(self.task_data))
             if judged is not None:
                 stack.enter_context(self._judging(name, judged, bench.judge_api))
+                if name in REPLY_CHECKS:
+                    stack.enter_context(checked_replies(REPLY_CHECKS[name]))
                 guesses = stack.enter_context(matcher_guesses()) if bench.judge_fallback else None
             subset = SeededSubset(self.limit[name], self.limit_seed, self._yaml(name, task)) \
                 if name in self.limit else None
@@ -361,12 +397,12 @@ class LmmsEvalSession:
         rows = parse_results(files[-1], task, required)
         logged = read_samples(out, task)
         preds = [prediction(s) for s in logged]
-        failed = [p for p in preds if p.startswith(REQUEST_FAILED) and not OVER_CONTEXT.search(p)]
-        over = [p for p in preds if p.startswith(REQUEST_FAILED) and OVER_CONTEXT.search(p)]
+        failed = [p for p in preds if p.startswith(REQUEST_FAILED)]
+        over = list(self.over_context)
         over += [f"doc {doc}: {n} prompt tokens" for _, doc, n in getattr(self.lm, "over_context", [])]
-        if over and len(over) > self.max_over_context * len(preds):
+        if over and len(over) / len(preds) > self.max_over_context:
             raise EvaluationError(f"benchmark {name}: {len(over)} of {len(preds)} items do not fit the model's "
-                                  f"context (each is scored as a wrong answer; evaluation.max_over_context is "
+                                  f"context (each answers nothing; evaluation.max_over_context is "
                                   f"{self.max_over_context:g}): {over[0][:200]}")
         if failed:
             where = f" ({self.server.log_tail()})" if self.server is not None and not self.server.alive() else ""
@@ -379,15 +415,14 @@ class LmmsEvalSession:
                 len(logged), failed_items(bench.metric, logged))
             judging = {**judged.record(), "served_model": self.judge_model, "calls": sent, "failed": failed_n,
                        "items": len(logged)}
-            if failed_n > judged.max_failed * len(logged):
+            if len(logged) and failed_n / len(logged) > judged.max_failed:
                 what = "random guesses by MMBench's matcher after unusable judge replies" if guesses is not None \
                     else "judge calls that failed or gave no usable score"
                 raise EvaluationError(f"benchmark {name}: {failed_n} of {len(logged)} items are {what} (judge "
                                       f"{judged.model!r} at {judged.base_url}; evaluation.judge.max_failed is "
                                       f"{judged.max_failed:g}); lmms-eval's logs: {out}")
         return {"rows": rows, "predictions": preds, "seconds": seconds, "task": task,
-                "task_hash": task_hash(name, self.bench_dir, task, data,
-                                       (subset.n, subset.seed) if subset else None),
+                "task_hash": task_hash(name, self.bench_dir, task, data, subset.identity() if subset else None),
                 "subset": subset.describe() if subset else None,
                 "judge": judged.model if judged is not None else None, "judging": judging,
                 "results_file": str(files[-1]), "items": items.to_json() if items is not None else None,

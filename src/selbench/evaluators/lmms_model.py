@@ -3,8 +3,9 @@
 backend (selbench.models.generate), greedy, so lmms-eval's scores are comparable with every other backend's.
 
 An item whose prompt does not fit the model's context (``max_position_embeddings``) is not generated: it answers ""
-(scored wrong by its task) and is recorded in ``over_context`` — as the vLLM server rejects it — so the session counts
-it against the benchmark's threshold instead of the whole benchmark failing or the model running past its positions.
+(scored by its task as an empty answer) and is recorded in ``over_context`` — as the vLLM server rejects it — so
+the session counts it against the benchmark's threshold instead of the whole benchmark failing or the model running
+past its positions.
 
 Only ``generate_until`` is served: every embedded task is generative (lmms-eval 0.7.3's loglikelihood path is broken
 for multimodal models), and a task asking for log-likelihoods gets a clear error.

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selbench.evaluators.judge import Judge
+from selbench.evaluators.judge_config import Judge
 from selbench.models.training import TrainConfig
 
 Stage = Literal["prepare", "score", "select", "finetune", "evaluate"]

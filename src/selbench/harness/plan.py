@@ -106,6 +106,7 @@ def build_plan(spec: RunSpec) -> Plan:
     for sel in spec.selectors:
         revision = 1  # a selector whose results changed under the same config says so, so old scores are not reused
         source: str | None = None  # its module:Class, whose source files are part of its jobs' code fingerprint
+        splits = False  # whether its score() runs as several ranks (executor.score_workers)
         if sel.image:  # lives only inside its image: nothing to import here; it may use the target and the proxy
             needs = frozenset({"target", "proxy"})
         else:
@@ -116,6 +117,7 @@ def build_plan(spec: RunSpec) -> Plan:
             cls.Config(**sel.config)  # fail at plan time on a bad config, not an hour in
             needs = cls.needs
             revision = int(getattr(cls, "revision", 1))
+            splits = bool(getattr(cls, "multi_process", False))
         # what the selector's code is, besides its source files (Job.code): a submission's image, as the spec names
         # it (a tag re-pushed with other code is not noticed; a digest pins it); its revision (only when > 1)
         code: dict[str, Any] = {"image": sel.image} if sel.image else {}
@@ -128,7 +130,8 @@ def build_plan(spec: RunSpec) -> Plan:
                 if path is None:
                     raise ValueError(f"selector {sel.name!r} needs a {which} model; the spec names none")
                 models.update({which: str(path), f"{which}_id": fingerprints[which]})
-        workers: dict[str, Any] = {"workers": n} if (n := spec.executor.score_workers) > 1 else {}  # key only then
+        # in the key only when > 1, and only for a selector that splits its extraction (others run in one process)
+        workers: dict[str, Any] = {"workers": n} if (n := spec.executor.score_workers) > 1 and splits else {}
         score = add(ScoreConfig(selector=sel.name, impl=sel.impl, config=sel.config, device=spec.device,
                                 batch_size=spec.score_batch_size, **code, **models, **workers),
                     {"pool": prepare.id}, {"selector": sel.display}, source)

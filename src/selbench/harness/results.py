@@ -74,7 +74,7 @@ def collect(spec: RunSpec, plan: Plan, store: Store, statuses: dict[str, Outcome
     run_items = pd.concat(items, ignore_index=True) if items else pd.DataFrame(columns=[*RUN_ITEM_KEYS,
                                                                                        *ITEM_COLUMNS])
     write_if_changed(out / ITEMS, run_items[[*RUN_ITEM_KEYS, *ITEM_COLUMNS]].to_parquet(index=False))
-    write_if_changed(out / "spec.json", json.dumps(spec.model_dump(mode="json"), indent=1, default=str).encode())
+    write_if_changed(out / "spec.json", json.dumps(spec.recorded(), indent=1, default=str).encode())
     return results, timings
 
 

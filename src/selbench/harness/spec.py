@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selbench.evaluators.benchmarks import get as get_benchmark
-from selbench.evaluators.judge import Judge
+from selbench.evaluators.judge_config import Judge
 from selbench.evaluators.protocols import PROTOCOLS, Column, columns_for, get_protocol, resolve_benchmarks
 from selbench.harness.store import stable_hash
 from selbench.leaderboard import REFERENCE
@@ -66,8 +68,8 @@ class EvalSpec(Strict):
     # the judge of MM-Vet, LLaVA-Bench and MMBench's matcher: a model name (OpenAI's API, key in OPENAI_API_KEY) or
     # {model, base_url, api_key_env, max_failed, retries} for any OpenAI-compatible server (selbench.evaluators.judge)
     judge: Judge | None = None
-    # share of a benchmark's items whose prompt may exceed the model's context (MMMU's many-image items): each is
-    # scored as a wrong answer and counted (n scored / n total in the results); beyond it the benchmark fails
+    # share of a benchmark's items whose prompt may exceed the model's context (MMMU's many-image items): each answers
+    # "" (scored by its task as such) and is counted (items_over_context in the results); beyond it the benchmark fails
     max_over_context: float = Field(default=0.01, ge=0.0, le=1.0)
     # a seeded item subset per benchmark, e.g. {vqav2: 5000} of VQAv2's 214K questions: part of the task's hash,
     # recorded in the results and shown in every table's caption — never an unrecorded truncation
@@ -135,10 +137,22 @@ class ExecutorSpec(Strict):
     sandbox_pids: int = Field(default=512, ge=32)
     sandbox_tmp_mb: int = Field(default=2048, ge=16)  # each of /tmp and /dev/shm (tmpfs, counted as memory)
     # extra environment for every job (all executors) — except, under Docker, selector containers: secrets such as a
-    # judge's API key must not reach submitted code; they get ``sandbox_env`` only
+    # judge's API key must not reach submitted code; they get ``sandbox_env`` only. A value "${NAME}" is the
+    # harness's own variable NAME, read when jobs start: the secret itself stays out of the spec file
     env: dict[str, str] = Field(default_factory=dict)
     sandbox_env: dict[str, str] = Field(default_factory=dict)
     ray_address: str | None = None
+
+    def job_env(self) -> dict[str, str]:
+        """``env`` with every "${NAME}" value taken from the harness's environment (an error naming it if unset)."""
+        out = {}
+        for key, value in self.env.items():
+            ref = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value)
+            if ref and ref[1] not in os.environ:
+                raise ValueError(f"executor.env.{key} = {value}: the variable {ref[1]} is not set in the "
+                                 f"harness's environment")
+            out[key] = os.environ[ref[1]] if ref else value
+        return out
 
 
 class RunSpec(Strict):
@@ -268,9 +282,20 @@ class RunSpec(Strict):
             if twice:
                 raise ValueError(f"display.{what}: {', '.join(twice)} given to more than one")
 
+    REDACTED: ClassVar[str] = "<redacted>"
+
+    def recorded(self) -> dict[str, Any]:
+        """The spec as runs record it (``spec.json``, the nightly history, the fingerprint): the executor's
+        environment variables by name only — their values (a judge's API key) never reach a file."""
+        out = self.model_dump(mode="json")
+        for field in ("env", "sandbox_env"):
+            out["executor"][field] = {name: self.REDACTED for name in out["executor"][field]}
+        return out
+
     def fingerprint(self) -> str:
-        """The spec's hash as results, reports and the nightly history record it."""
-        return stable_hash(self.model_dump(mode="json", exclude={"display"}))  # names are presentation
+        """The spec's hash as results, reports and the nightly history record it (of ``recorded``: a rotated key
+        is not a spec change)."""
+        return stable_hash({k: v for k, v in self.recorded().items() if k != "display"})  # names: presentation
 
     def resolved(self, base: Path) -> "RunSpec":
         """Fill pool/target/proxy from the world; make relative paths absolute against ``base``."""

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -309,9 +310,14 @@ class FeatureEngine:
                         break
                     if not paths[s].exists():
                         rows = compute(s, advance)
-                        tmp = paths[s].with_suffix(".tmp.npy")
+                        tmp = paths[s].with_suffix(f".{os.getpid()}.tmp.npy")  # a rank's own name: no shared file
                         np.save(tmp, rows)
-                        tmp.replace(paths[s])
+                        try:
+                            tmp.replace(paths[s])
+                        except FileNotFoundError:  # rank 0 merged meanwhile (a resumed run) and swept temporaries
+                            if merged.exists():
+                                break
+                            raise
                     else:
                         advance(min(n, (s + 1) * sh.size) - s * sh.size)
                 if sh.rank == 0:

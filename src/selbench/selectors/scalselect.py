@@ -77,9 +77,9 @@ def leverage_scores(x: np.ndarray, energy: float = 0.9) -> tuple[np.ndarray, int
     eigenvectors. Sums over blocks and the eigendecomposition are float64; within a block the products are float64,
     except for float16 features (``FEATURE_DTYPE``): there they run in float32, about twice as fast on CPU, whose
     rounding (2⁻²⁴ per product) stays far below the float16 storage's own (2⁻¹¹ per value)."""
-    n, d = x.shape
-    if n == 0:
+    if len(x) == 0:  # no row has an image (the engine returns shape (0,) then)
         return np.zeros(0), 0
+    n, d = x.shape
     work = np.float32 if x.dtype == np.float16 else np.float64
     buf = np.empty((min(n, ROW_BLOCK), d), dtype=work)  # one block, converted and centred in one step
 

@@ -227,7 +227,7 @@ class DockerExecutor(LocalExecutor):
         if self.spec.hf_home is not None and not sandboxed:
             env.update({"HF_HOME": str(self.spec.hf_home.resolve()), "HF_HUB_OFFLINE": "1",
                         "HF_DATASETS_OFFLINE": "1"})
-        env.update(self.spec.sandbox_env if sandboxed else self.spec.env)  # executor.env may hold secrets
+        env.update(self.spec.sandbox_env if sandboxed else self.spec.job_env())  # executor.env may hold secrets
         env.update(self.job_tags(job, staging))  # SELBENCH_STAGING: every job writes there; the executor publishes
         args: dict = {
             "command": ["python", "-m", "selbench.harness.job", str(store), job.id],

@@ -279,11 +279,13 @@ class LocalExecutor:
         self.spec, self.store = spec, store
 
     def devices_needed(self, job: Job) -> int:
-        """GPUs a job takes: none for CPU stages, ``finetune_processes`` for a fine-tune, ``score_workers`` for a
-        score job, one otherwise."""
+        """GPUs a job takes: none for CPU stages, ``finetune_processes`` for a fine-tune, its ``workers`` for a score
+        job (``score_workers`` for a selector that splits its extraction), one otherwise."""
         if job.stage not in GPU_STAGES:
             return 0
-        return {"finetune": self.spec.finetune_processes, "score": self.spec.score_workers}.get(job.stage, 1)
+        if job.stage == "score":
+            return int(job.config.get("workers", 1))  # the ranks a score job runs (set by the plan)
+        return self.spec.finetune_processes if job.stage == "finetune" else 1
 
     def job_tags(self, job: Job, staging: Path) -> dict[str, str]:
         """What every job process gets in its environment: its staging folder and the tags that identify it."""
@@ -293,7 +295,7 @@ class LocalExecutor:
     def _launch(self, job: Job, gpus: tuple[int, ...], staging: Path) -> JobHandle:
         log = self.store.log_path(job.id)
         tags = self.job_tags(job, staging)
-        env = job_env(self.spec.threads_per_job, ",".join(map(str, gpus)), {**self.spec.env, **tags})
+        env = job_env(self.spec.threads_per_job, ",".join(map(str, gpus)), {**self.spec.job_env(), **tags})
         proc = start_job_process(self.store.root, job.id, log, env, self.spec.memory_limit_mb)
         return ProcessHandle(proc, {k: tags[k] for k in ("SELBENCH_RUNNER", "SELBENCH_JOB")})
 

@@ -133,7 +133,7 @@ class RayExecutor(LocalExecutor):
 
     def _launch(self, job: Job, gpus: tuple[int, ...], staging: Path) -> RayTaskHandle:
         extra = {k: v for k, v in os.environ.items() if k == "PYTHONPATH" or k.startswith("SELBENCH_")}
-        extra.update(self.spec.env)
+        extra.update(self.spec.job_env())
         extra.update(self.job_tags(job, staging))  # the staging folder (shared filesystem) and the runner's tags
         options = {"num_cpus": self.spec.threads_per_job or 1,
                    "num_gpus": self.devices_needed(job) if self._gpu_jobs else 0}

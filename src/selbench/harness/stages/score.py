@@ -22,7 +22,8 @@ from selbench.selectors.base import ScoringContext
 from selbench.selectors.registry import instantiate
 from selbench.selectors.scoring import score_into
 
-SHARD_SIZE = 4096  # examples per extraction shard: the unit a killed job resumes from and ranks share out
+SHARD_SIZE = 4096  # examples per extraction shard: the unit ranks share out, and a resumed extraction reuses where
+# its work folder survives (`selbench select`'s cache; a harness job's staging folder is reclaimed on a rerun)
 
 
 def run(job: Job, store: Store, out: Path) -> dict:
@@ -43,7 +44,7 @@ def score(c: ScoreConfig, manifest: Path, out: Path, *, shard_size: int = SHARD_
     else:
         import torch
 
-        from selbench.models.launch import RankProcesses
+        from selbench.models.ranks import RankProcesses
 
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         args = ctx.work_dir / "ranks.json"
@@ -62,7 +63,7 @@ def score(c: ScoreConfig, manifest: Path, out: Path, *, shard_size: int = SHARD_
 def _context(c: ScoreConfig, work_dir: Path, rank: int, world: int, shard_size: int) -> ScoringContext:
     device = c.device
     if world > 1:
-        from selbench.models.launch import rank_device
+        from selbench.models.ranks import rank_device
 
         device = rank_device(c.device, rank, world)
     return ScoringContext(work_dir=work_dir, target=c.model_path("target"), proxy=c.model_path("proxy"),
@@ -74,7 +75,7 @@ def rank_main(args_file: Path, rank: int) -> None:
     extraction; what it returns is dropped (rank 0 writes the outputs)."""
     import torch
 
-    from selbench.models.launch import parent_watch
+    from selbench.models.ranks import parent_watch
 
     args = json.loads(args_file.read_text())
     torch.set_num_threads(args["threads"])  # rank 0's: the same kernels, the same numbers
