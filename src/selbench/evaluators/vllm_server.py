@@ -123,13 +123,7 @@ class VLLMServer:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "VLLMServer":
-        self.start()
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        return self.start().wait_ready()
 
     def start(self) -> "VLLMServer":
         """Start the server process without waiting for it (``wait_ready`` waits): something else can run meanwhile."""
