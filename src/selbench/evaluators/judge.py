@@ -61,9 +61,8 @@ def preflight(judge: Judge, *, timeout_s: float = 30, delay_s: float = 1.0) -> s
     body = json.dumps({"model": judge.model, "messages": [{"role": "user", "content": "Reply with the digit 1."}],
                        "max_tokens": 4, "temperature": 0}).encode()
     url = judge.url("endpoint")
-    last, attempts = "", 0
+    last, attempt = "", 0
     for attempt in range(judge.retries + 1):
-        attempts += 1
         if attempt:
             time.sleep(delay_s * attempt)
         req = urllib.request.Request(url, data=body, method="POST", headers={
@@ -81,7 +80,7 @@ def preflight(judge: Judge, *, timeout_s: float = 30, delay_s: float = 1.0) -> s
         except (OSError, ValueError) as e:
             last = f"{type(e).__name__}: {e}"
     raise JudgeError(f"the judge {judge.model!r} at {judge.base_url} does not answer ({url}, "
-                     f"{attempts} attempt(s)): {last}")
+                     f"{attempt + 1} attempt(s)): {last}")
 
 
 def failed_items(metric: str, samples: Sequence[dict]) -> int:

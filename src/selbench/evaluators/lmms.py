@@ -357,9 +357,9 @@ class LmmsEvalSession:
         overrides = dict(self.generation.get(name) or {})
         if self.backend == "lmms-eval-vllm":
             overrides = {**greedy_for_server(self._task_config(name, task).get("generation_kwargs") or {}), **overrides}
-        self.over_context = []  # this benchmark's items refused by the vLLM server as too long
+        self.over_context = []  # this benchmark's items that do not fit the context (both backends record here)
         if self.backend == "lmms-eval-hf":
-            self.lm.over_context = []  # what this benchmark's prompts that do not fit the context add
+            self.lm.over_context = self.over_context
         judged = self.judge if self.judge is not None and (bench.judge or bench.judge_fallback) else None
         guesses: list[int] | None = None
         t0 = time.perf_counter()
@@ -398,8 +398,7 @@ class LmmsEvalSession:
         logged = read_samples(out, task)
         preds = [prediction(s) for s in logged]
         failed = [p for p in preds if p.startswith(REQUEST_FAILED)]
-        over = list(self.over_context)
-        over += [f"doc {doc}: {n} prompt tokens" for _, doc, n in getattr(self.lm, "over_context", [])]
+        over = self.over_context
         if over and len(over) / len(preds) > self.max_over_context:
             raise EvaluationError(f"benchmark {name}: {len(over)} of {len(preds)} items do not fit the model's "
                                   f"context (each answers nothing; evaluation.max_over_context is "

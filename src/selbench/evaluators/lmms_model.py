@@ -54,7 +54,7 @@ class SelbenchHF(lmms):
         self.batch_size = int(batch_size)
         text = getattr(self.model.config, "text_config", self.model.config)
         self.context = int(text.max_position_embeddings)
-        self.over_context: list[tuple[str, int, int]] = []  # (task, doc_id, prompt tokens); the session resets it
+        self.over_context: list[str] = []  # "doc N: T prompt tokens" per item; the session hands in its own list
 
     def generate_until(self, requests) -> list[str]:
         from selbench.models.generate import generate_answers, prompt_lengths
@@ -78,8 +78,7 @@ class SelbenchHF(lmms):
             fits = []
             for k, item, length in zip(idx, items, prompt_lengths(self.processor, n_image, items)):
                 if length >= self.context:  # no room for one generated token
-                    _, _, _, doc_id, task, _ = requests[k].args
-                    self.over_context.append((task, int(doc_id), length))
+                    self.over_context.append(f"doc {requests[k].args[3]}: {length} prompt tokens")
                 else:
                     fits.append((k, item))
             answers = generate_answers(self.model, self.processor, n_image, [item for _, item in fits],

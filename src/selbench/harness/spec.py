@@ -209,9 +209,9 @@ class RunSpec(Strict):
         if self.protocol is None:
             if not self.benchmarks:
                 raise ValueError("a spec names a `protocol` or its `benchmarks`")
-            self._check_generation(self.benchmarks)
+            self._check_evaluation(self.benchmarks)
             return self
-        self._check_generation(get_protocol(self.protocol).benchmarks)
+        self._check_evaluation(get_protocol(self.protocol).benchmarks)
         needed = get_protocol(self.protocol).benchmarks
         if not self.benchmarks:
             self.benchmarks = needed
@@ -220,7 +220,7 @@ class RunSpec(Strict):
                              f"{', '.join(self.benchmarks)} (leave `benchmarks` out)")
         return self
 
-    def _check_generation(self, benchmarks: list[str]) -> None:
+    def _check_evaluation(self, benchmarks: list[str]) -> None:
         for field in ("generation", "limit"):
             unknown = sorted(set(getattr(self.evaluation, field)) - set(benchmarks))
             if unknown:
