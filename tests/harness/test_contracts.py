@@ -26,7 +26,8 @@ def test_demo_plan_job_ids_are_unchanged() -> None:
     # computed with it held at a neutral value (plan_inputs.neutral_code): they pin what the spec and the stage
     # configs put into a key, and an ordinary code change does not touch them — that code moves ids is checked in
     # test_code_identity.py. A change meant to move ids regenerates them (`python tests/harness/plan_inputs.py`)
-    # and says why in its commit.
+    # and says why in its commit. When the demo spec itself changed (3 seeds, budgets 10/20 %, sanity references,
+    # issue #14) the file was regenerated after checking that every cell in both plans kept all its job ids.
     assert demo_plan_ids() == json.loads(GOLDEN.read_text())
 
 
@@ -68,7 +69,7 @@ def test_a_selector_revision_moves_its_jobs_and_no_others(monkeypatch) -> None:
     monkeypatch.setattr(XmasSelector, "revision", XmasSelector.revision + 1)
     after = demo_plan_ids()["cells"]
     moved = {cell for cell in before if before[cell] != after[cell]}
-    assert moved == {"xmas|10%|0", "xmas|20%|0", "xmas|30%|0"}
+    assert moved == {cell for cell in before if cell.startswith("xmas|")} and len(moved) == 6  # 2 budgets × 3 seeds
     prepare = lambda ids: [j for j in ids if j.startswith("prepare-")]  # noqa: E731
     assert all(prepare(before[c]) == prepare(after[c]) for c in moved)
 

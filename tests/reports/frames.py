@@ -223,3 +223,56 @@ def demo_store(root) -> "Path":
     items.to_parquet(run_dir / "items.parquet", index=False)
     (run_dir / "spec.json").write_text(json.dumps(spec))
     return run_dir
+
+
+# ------------------------------------------------------------------------------- with sanity references
+# The demo-shaped run plus the spec's sanity references: oracle and anti-oracle subsets at every budget (seed 0)
+# and the untuned target at budget 0% (no select or fine-tune job). The oracle answers more items right than any
+# selector and the full-data reference (the highest ARP of the run), the anti-oracle and the untuned target fewer.
+
+SANITY_P = {"oracle": 0.95, "anti-oracle": 0.15, "untuned": 0.2}  # the share of items each answers right
+
+
+def frames_with_sanity(store: str = "store") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """(results, timings, items, spec) of the demo-shaped run with oracle, anti-oracle and untuned rows."""
+    import numpy as np
+
+    results, timings, items, spec = demo_frames(store)
+    n = DEMO_ITEMS
+    first = np.random.default_rng(0)  # demo_frames' first two draws: the gold answers, the tied emb_count
+    gold_yes, count_right = first.random(n) < 0.5, first.random(n) < 0.4
+    rng = np.random.default_rng(1)
+    cells = [(k, b, 0) for k in ("oracle", "anti-oracle") for b in DEMO_BUDGETS] + [("untuned", "0%", 0)]
+    new_results, new_timings, new_items = [], [], []
+    for sel, budget, seed in cells:
+        tuned = sel != "untuned"
+        size = int(budget[:-1]) / 100
+        new_timings.append({
+            "run": "demo", "selector": sel, "budget": budget, "seed": seed, "status": "done", "reason": None,
+            "pool_fingerprint": "abc123", "device": DEMO_DEVICE, "prepare_job": "prepare-demo",
+            "spec_hash": "0f1e2d3c4b5a", "commit": "0123456789abcdef0123", "selbench": "0.1.0",
+            "torch": "2.13.0+cpu", "transformers": "5.23.0",
+            "select_job": f"select-{sel}-{budget[:-1]}" if tuned else None,
+            "finetune_job": f"finetune-{sel}-{budget[:-1]}" if tuned else None,
+            "evaluate_job": f"evaluate-{sel}-{budget[:-1]}", "selection_s": 0.5 if tuned else None,
+            "finetune_s": 100.0 * size if tuned else None, "score_gpu_s": 0.0, "select_gpu_s": 0.0,
+            "finetune_gpu_s": 0.0, "select_wall_s": 0.5 if tuned else None,
+            "finetune_wall_s": 100.0 * size if tuned else None, "evaluate_wall_s": 5.0})
+        for bench in DEMO_BENCH:
+            right = count_right if bench == "emb_count" else rng.random(n) < SANITY_P[sel]
+            if bench == "emb_pope":
+                pred = np.where(right, gold_yes, ~gold_yes)
+                stats = np.stack([pred & gold_yes, pred & ~gold_yes, ~pred & gold_yes, ~pred & ~gold_yes], 1)
+                tp, fp, fn = stats[:, 0].sum(), stats[:, 1].sum(), stats[:, 2].sum()
+                value, metric, kind = 2 * tp / (2 * tp + fp + fn), "f1", "pope"
+            else:
+                stats = np.stack([right, np.ones(n, bool)], 1)
+                value, metric, kind = right.mean(), "exact_match", "mean"
+            new_results.append({"run": "demo", "selector": sel, "budget": budget, "seed": seed, "benchmark": bench,
+                                "metric": metric, "value": float(value), "n": n, "primary": True, "backend": "hf"})
+            new_items += [{"selector": sel, "budget": budget, "seed": seed, "benchmark": bench, "item": str(i),
+                           "kind": kind, "stats": stats[i].astype(float).tolist()} for i in range(n)]
+    spec = {**spec, "name": "sanity", "references": ["oracle", "anti-oracle", "untuned"]}
+    return (pd.concat([results, pd.DataFrame(new_results)], ignore_index=True),
+            pd.concat([timings, pd.DataFrame(new_timings)], ignore_index=True),
+            pd.concat([items, pd.DataFrame(new_items)], ignore_index=True), spec)

@@ -265,7 +265,10 @@ class LmmsEvalSession:
         from lmms_eval.tasks import TaskManager
 
         self.task_dir = write_task_dir(self.benchmarks, self.bench_dir, self.work / "tasks")
-        self.tasks = TaskManager(verbosity="WARNING", include_path=str(self.task_dir))
+        # Only the embedded benchmarks: index just their generated task folder — indexing lmms-eval's hundreds of
+        # shipped tasks costs seconds per evaluation, which the demo pays per checkpoint.
+        shipped = not all(get(name).embedded for name in self.benchmarks)
+        self.tasks = TaskManager(verbosity="WARNING", include_path=str(self.task_dir), include_defaults=shipped)
         if self.backend == "lmms-eval-hf":
             from selbench.evaluators.lmms_model import SelbenchHF
 

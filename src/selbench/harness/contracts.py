@@ -92,6 +92,7 @@ class SelectConfig(StageConfig):
     config: dict[str, Any] = Field(default_factory=dict)
     image: str | None = None
     revision: int = 1  # as ScoreConfig.revision
+    truth: str | None = None  # a sanity reference's ground truth (the embedded world's pool/truth.json); set only then
 
 
 class FinetuneConfig(StageConfig):
@@ -133,6 +134,10 @@ class EvaluateConfig(StageConfig):
     # local copies of the real benchmarks' data sets, laid out as the Hub (selbench.evaluators.task_data); None:
     # lmms-eval reads them from the Hub / its cache. Set by the plan only when given, so other job ids stay as they are
     task_data: str | None = None
+    # a model folder evaluated as it is (the `untuned` reference: the target before instruction tuning) instead of
+    # the upstream fine-tune's checkpoint, and its fingerprint; set only then
+    model: str | None = None
+    model_id: str | None = None
 
 
 STAGE_CONFIGS: dict[str, type[StageConfig]] = {c.stage: c for c in (PrepareConfig, ScoreConfig, SelectConfig,

@@ -1,5 +1,6 @@
 """Spec → stage graph. prepare → score (per selector; shared by budgets and seeds) → select (budget × seed) →
-fine-tune → evaluate. The full-data reference (select-all → fine-tune → evaluate) is one shared cell.
+fine-tune → evaluate. The full-data reference (select-all → fine-tune → evaluate) is one shared cell; the spec's
+sanity references (oracle / anti-oracle subsets, the untuned target) are cells after the selectors'.
 
 Each job's config is a typed stage config (selbench.harness.contracts) whose canonical dump keys the job, together
 with its upstream job ids and a fingerprint of the code it runs (``Job.code``, selbench.harness.codeprint): the
@@ -7,6 +8,7 @@ stage's source, and for score and select jobs the selector's — so changed code
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from selbench.harness.contracts import (
 )
 from selbench.harness.spec import RunSpec
 from selbench.harness.store import Job, model_fingerprint
-from selbench.leaderboard import REFERENCE, REFERENCE_BUDGET
+from selbench.leaderboard import REFERENCE, REFERENCE_BUDGET, UNTUNED, UNTUNED_BUDGET
+from selbench.pool.world import TRUTH
 from selbench.selectors.base import Budget
 from selbench.selectors.registry import available, load_class
 
@@ -58,6 +61,30 @@ def _required_metrics(spec: RunSpec) -> dict[str, list[str]]:
         for src in col.sources:
             need.setdefault(src.benchmark, set()).add(src.metric)
     return {b: sorted(m) for b, m in sorted(need.items())}
+
+
+def _sanity_cells(spec: RunSpec, add: Callable[..., Job], train_eval: Callable[[Job, Cell, int], None], prepare: Job,
+                  eval_cfg: EvaluateConfig, target_id: str | None) -> list[Cell]:
+    """The spec's sanity references, after the selectors: oracle / anti-oracle select jobs that read the world's
+    ground truth (then fine-tuned and evaluated like any subset), and one evaluation of the untuned target."""
+    cells = []
+    for kind in spec.references:
+        if kind == UNTUNED:
+            given = {k: getattr(eval_cfg, k) for k in eval_cfg.model_fields_set}
+            ev = add(EvaluateConfig(**given, model=str(spec.target), model_id=target_id), {},
+                     {"selector": UNTUNED, "budget": UNTUNED_BUDGET, "seed": 0})
+            cells.append(Cell(UNTUNED, UNTUNED_BUDGET, 0, {"evaluate": ev.id}))
+            continue
+        assert spec.world is not None  # the spec's validator: oracle and anti-oracle need the embedded world
+        truth = str(spec.world.out / "pool" / TRUTH)
+        for budget in spec.budgets:
+            for seed in spec.seeds:
+                cell = Cell(kind, Budget.parse(budget).label, seed)
+                select = add(SelectConfig(selector=kind, budget=budget, seed=seed, truth=truth),
+                             {"pool": prepare.id}, cell.identity)
+                train_eval(select, cell, seed)
+                cells.append(cell)
+    return cells
 
 
 def build_plan(spec: RunSpec) -> Plan:
@@ -144,6 +171,7 @@ def build_plan(spec: RunSpec) -> Plan:
                              {"pool": prepare.id, "score": score.id}, cell.identity, source)
                 train_eval(select, cell, seed)
                 cells.append(cell)
+    cells += _sanity_cells(spec, add, train_eval, prepare, eval_cfg, fingerprints["target"])
     for c in [ref, *cells]:
         c.jobs["prepare"] = prepare.id
     return Plan(list(jobs.values()), cells, ref)

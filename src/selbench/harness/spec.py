@@ -14,7 +14,7 @@ from selbench.evaluators.benchmarks import get as get_benchmark
 from selbench.evaluators.judge_config import Judge
 from selbench.evaluators.protocols import PROTOCOLS, Column, columns_for, get_protocol, resolve_benchmarks
 from selbench.harness.store import stable_hash
-from selbench.leaderboard import REFERENCE
+from selbench.leaderboard import REFERENCE, SANITY
 from selbench.models.launch import check_processes
 from selbench.models.training import TrainConfig
 from selbench.selectors.base import Budget
@@ -123,6 +123,9 @@ class ExecutorSpec(Strict):
                                                                  "evaluate": 3600.0, "prepare": 600.0})
     memory_limit_mb: int | None = None
     threads_per_job: int | None = None
+    # local: start jobs by forking one warm worker per run that has imported torch / transformers / lmms-eval once
+    # (selbench.harness.executors.warm) — on CPU runs without memory_limit_mb; false: a fresh interpreter per job
+    warm_workers: bool = True
     image: str | None = None  # docker: the harness image every job runs in (docker/harness.Dockerfile)
     docker_host: str | None = None  # docker: daemon address (default: $DOCKER_HOST or the local socket)
     docker_network: str = "none"  # docker: network of non-selector jobs (selector jobs never get one)
@@ -164,6 +167,10 @@ class RunSpec(Strict):
     selectors: list[SelectorSpec]
     budgets: list[str | float | int]
     seeds: list[int] = Field(default_factory=lambda: [0])
+    # Sanity references run beside the selectors and shown as such (never ranked with them): `oracle` and
+    # `anti-oracle` subsets from the embedded world's ground truth (every budget × seed; need `world`), and
+    # `untuned`: the target evaluated without instruction tuning (one row, budget 0%).
+    references: list[Literal["oracle", "anti-oracle", "untuned"]] = Field(default_factory=list)
     finetune: TrainConfig = Field(default_factory=TrainConfig)
     # A protocol (embedded_v1, xmas_v1, scalselect_v1, coincide_v1: the papers' column lists) — its benchmarks are
     # evaluated and its columns make the leaderboard; or a benchmark list (one column each, its primary metric).
@@ -261,12 +268,23 @@ class RunSpec(Strict):
         if REFERENCE in labels or any(s.name == REFERENCE for s in self.selectors):
             raise ValueError(f"{REFERENCE!r} is reserved for the full-data reference; name or label the selector "
                              "otherwise")
+        taken = sorted(set(SANITY) & {n for s in self.selectors for n in (s.display, s.name)})
+        if taken:
+            raise ValueError(f"{', '.join(map(repr, taken))}: reserved for the sanity references (spec "
+                             "`references`); name or label the selector otherwise")
+        if len(set(self.references)) != len(self.references):
+            raise ValueError(f"references {self.references} name one twice")
+        needs_world = [r for r in self.references if r != "untuned"]
+        if needs_world and self.world is None:
+            raise ValueError(f"references {', '.join(needs_world)} are chosen with the embedded world's ground "
+                             "truth: the spec needs `world` (only `untuned` runs on any pool)")
         self._check_display()
         return self
 
     def _check_display(self) -> None:
         """display names only what the spec has (a typo would silently print the raw name), each name once."""
-        known = list(dict.fromkeys([*(n for s in self.selectors for n in (s.display, s.name)), REFERENCE]))
+        known = list(dict.fromkeys([*(n for s in self.selectors for n in (s.display, s.name)), REFERENCE,
+                                    *self.references]))
         unknown = sorted(set(self.display.selectors) - set(known))
         if unknown:
             raise ValueError(f"display.selectors names {', '.join(unknown)}, not a selector of this spec "

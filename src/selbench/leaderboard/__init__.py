@@ -5,11 +5,15 @@ from selbench.leaderboard.frame import (
                                         LINEAGE_COLUMNS,
                                         REFERENCE,
                                         REFERENCE_BUDGET,
+                                        SANITY,
                                         SELECTION_PARTS,
+                                        UNTUNED,
+                                        UNTUNED_BUDGET,
                                         CellStatus,
                                         LeaderboardRow,
                                         leaderboard,
+                                        role,
 )
 
-__all__ = ["CellStatus", "LINEAGE_COLUMNS", "LeaderboardRow", "REFERENCE", "REFERENCE_BUDGET", "SELECTION_PARTS",
-           "leaderboard"]
+__all__ = ["CellStatus", "LINEAGE_COLUMNS", "LeaderboardRow", "REFERENCE", "REFERENCE_BUDGET", "SANITY",
+           "SELECTION_PARTS", "UNTUNED", "UNTUNED_BUDGET", "leaderboard", "role"]

@@ -12,9 +12,15 @@ import pandas as pd
 
 from selbench.evaluators.protocols import Column
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION, arp, osc, relative_performance
+from selbench.pool.sanity import ANTI_ORACLE, ORACLE
 
 REFERENCE = "full"  # the full-data reference's selector label: a reserved name, never a selector's
 REFERENCE_BUDGET = "100%"
+UNTUNED = "untuned"  # the target evaluated as it is, before any instruction tuning (spec ``references``)
+UNTUNED_BUDGET = "0%"
+# Sanity references (spec ``references``): rows shown beside the selectors, never ranked with them. Reserved labels.
+SANITY = (ORACLE, ANTI_ORACLE, UNTUNED)
+Role = Literal["reference", "sanity", "selector"]
 CellStatus = Literal["done", "failed", "blocked", "missing"]  # per cell, from its evaluate job and upstream jobs
 SELECTION_PARTS = ("feature_extraction", "proxy_training", "scoring", "selection")
 LINEAGE_COLUMNS = ("spec_hash", "prepare_job", "score_job", "select_job", "finetune_job", "evaluate_job",
@@ -43,8 +49,8 @@ class LeaderboardRow:
     lineage: dict[str, Any] = field(default_factory=dict)  # LINEAGE_COLUMNS
 
     def record(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"selector": self.selector, "budget": self.budget, "seed": self.seed,
-                               "status": self.status, "reason": self.reason, ARP_VERSION: self.arp}
+        row: dict[str, Any] = {"selector": self.selector, "role": role(self.selector), "budget": self.budget,
+                               "seed": self.seed, "status": self.status, "reason": self.reason, ARP_VERSION: self.arp}
         row.update(self.values)
         row.update({f"rel_{b}": v for b, v in self.relative.items()})
         row[OSC_VERSION] = self.osc
@@ -56,6 +62,12 @@ class LeaderboardRow:
 
 
 CellKey = tuple[str, str, int]  # (selector, budget, seed)
+
+
+def role(selector: str) -> Role:
+    """What a leaderboard row is: the full-data reference, a sanity reference (oracle, anti-oracle, untuned) or a
+    selector."""
+    return "reference" if selector == REFERENCE else "sanity" if selector in SANITY else "selector"
 
 
 def leaderboard(results: pd.DataFrame, timings: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFrame:
@@ -92,7 +104,7 @@ def _row(t: pd.Series, measured: dict[CellKey, dict[tuple[str, str], float | Non
     values = {c.key: c.value(have) for c in columns}
     relative = {c.key: relative_performance(values[c.key], ref.get(c.key)) if c.higher_is_better
                 else relative_performance(ref.get(c.key), values[c.key]) for c in columns}
-    is_ref = t["selector"] == REFERENCE
+    is_ref = t["selector"] == REFERENCE or t["selector"] in SANITY  # not a selection method: no OSC, no selection time
     sel_s, ft_s = _num(t.get("selection_s")), _num(t.get("finetune_s"))
     gpu = [_num(t.get(f"{s}_gpu_s")) for s in ("score", "select", "finetune")]
     return LeaderboardRow(

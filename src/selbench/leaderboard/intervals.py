@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from selbench.evaluators.protocols import Column
-from selbench.leaderboard.frame import REFERENCE
+from selbench.leaderboard.frame import REFERENCE, SANITY
 from selbench.leaderboard.statistics import ItemStats, SeedRuns, bootstrap
 
 RANDOM = "random"  # the registry name of the baseline every difference is taken against
@@ -71,7 +71,8 @@ def intervals(board: pd.DataFrame, items: pd.DataFrame, columns: Sequence[Column
     order = [(s, b) for s, b in dict.fromkeys(zip(board["selector"], board["budget"])) if s != REFERENCE]
     # every done or failed cell of the board takes part; one without outcomes is N/A, never dropped silently
     cells: dict[tuple[str, str], SeedRuns] = {k: runs.get(k, []) for k in order}
-    result = bootstrap(cells, reference, columns, replicates=replicates, seed=seed, confidence=confidence)
+    result = bootstrap(cells, reference, columns, replicates=replicates, seed=seed, confidence=confidence,
+                       unranked=SANITY)
     vs = []
     for key in order:
         row: dict = {"selector": key[0], "budget": key[1], "vs_random": None, "vs_random_low": None,

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -614,7 +614,7 @@ def _check(replicates: int, seed: int, confidence: float) -> None:
 def bootstrap(cells: Mapping[CellKey, SeedRuns], reference: SeedRuns | Mapping[str, ItemStats],
               columns: Sequence[Column], *,
               replicates: int = 1000, seed: int = 0, confidence: float = 0.95,
-              compare: Literal["budget", "all"] = "budget") -> BootstrapResult:
+              compare: Literal["budget", "all"] = "budget", unranked: Collection[str] = ()) -> BootstrapResult:
     """Paired, hierarchical percentile bootstrap of every cell's ARP and per-column relative performance.
 
     ``cells``: (selector, budget) → per seed, benchmark → ``ItemStats``; ``reference``: the full-data reference
@@ -622,7 +622,8 @@ def bootstrap(cells: Mapping[CellKey, SeedRuns], reference: SeedRuns | Mapping[s
     resample of each benchmark's items shared by every cell and the reference, a resample of each cell's seeds,
     every column recomputed (mean over its sources), relative to the reference's value on the same replicate, and
     ARP. ``compare``: which pairs get an ARP-difference CI and p-value — cells at the same budget (default) or
-    every pair. Per budget: rank ranges and the tie group of the best.
+    every pair. Per budget: rank ranges and the tie group of the best, among the cells whose selector label is not in
+    ``unranked`` (sanity references: they get CIs and pairs, but never a rank).
     """
     _check(replicates, seed, confidence)
     if compare not in ("budget", "all"):
@@ -638,7 +639,7 @@ def bootstrap(cells: Mapping[CellKey, SeedRuns], reference: SeedRuns | Mapping[s
     keys = list(cells)
     pairs = {(a, b): PairStats(a, b, _estimate(d := _difference(rel[a].arp, rel[b].arp), confidence), _p_value(d))
              for i, a in enumerate(keys) for b in keys[i + 1:] if compare == "all" or a[1] == b[1]}
-    budgets = {bud: _budget(bud, [k for k in keys if k[1] == bud], rel, confidence)
+    budgets = {bud: _budget(bud, [k for k in keys if k[1] == bud and k[0] not in unranked], rel, confidence)
                for bud in dict.fromkeys(k[1] for k in keys)}
     ref_values = {c.key: _estimate(None if (col := ref.columns[c.key]) is None else
                                    (_mean(col.points), _over_seeds(col.reps, ref.seed_counts)), confidence)

@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-WORLD_VERSION = 3  # 2: label noise in multi-turn rows follows each turn's skill; 3: positional yes/no existence
+# 2: label noise in multi-turn rows follows each turn's skill; 3: positional yes/no existence; 4: the generator's
+# ground truth per row (pool/truth.json) for the sanity references
+WORLD_VERSION = 4
+TRUTH = "truth.json"  # beside pool.json: per pool row, the generator's ground truth (make_pool)
 IMAGE_SIZE = 32
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
@@ -28,6 +31,7 @@ SHORT = "Answer the question using a single word or phrase."
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
 LETTERS = "ABCDEF"
 
+NOISE = 0.06  # share of turns whose label is replaced by a plausible wrong one
 # Skewed skill mix of the pool (LLaVA-665K is dominated by short VQA too).
 POOL_SKILLS = {
     "color": 0.24, "shape": 0.07, "position": 0.06, "yesno": 0.20, "mc": 0.10,
@@ -183,9 +187,12 @@ def _wrong_answer(skill: str, answer: str, rng: np.random.Generator) -> str:
 
 # ---------------------------------------------------------------- the pool
 
-def make_pool(out: Path, n_samples: int, seed: int, noise: float = 0.06) -> tuple[list[dict], list[dict]]:
-    """Write ``images/*.png`` under ``out``; return the LLaVA-format rows and stage-1 caption rows (one per
-    image, LCS-558K-like)."""
+def make_pool(out: Path, n_samples: int, seed: int, noise: float = NOISE
+              ) -> tuple[list[dict], list[dict], list[dict]]:
+    """Write ``images/*.png`` under ``out``; return the LLaVA-format rows, stage-1 caption rows (one per image,
+    LCS-558K-like) and the generator's ground truth per row (``{"skill", "noisy", "scene"}``: whether any turn's
+    label was flipped, the base scene its image is a near-duplicate of, -1 for text rows) — what the sanity
+    references (selbench.pool.sanity) select by; selectors never see it."""
     rng = np.random.default_rng([seed, 1])
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -196,6 +203,8 @@ def make_pool(out: Path, n_samples: int, seed: int, noise: float = 0.06) -> tupl
     pop /= pop.sum()
     images: list[tuple[str, Scene]] = []
     rows: list[dict] = []
+    truth: list[dict] = []
+    scene_of: dict[str, int] = {}  # image name → base scene
     skills = list(POOL_SKILLS)
     probs = np.array([POOL_SKILLS[s] for s in skills])
     i = 0
@@ -205,6 +214,7 @@ def make_pool(out: Path, n_samples: int, seed: int, noise: float = 0.06) -> tupl
             q, a = q_text(rng)
             rows.append({"id": f"text-{i}", "conversations": [
                 {"from": "human", "value": q}, {"from": "gpt", "value": a}], "skill": skill})
+            truth.append({"skill": skill, "noisy": False, "scene": -1})
             i += 1
             continue
         want_numbers = skill == "ocr"
@@ -215,8 +225,10 @@ def make_pool(out: Path, n_samples: int, seed: int, noise: float = 0.06) -> tupl
         else:
             cands = [k for k, s in enumerate(bases) if (s.number is not None) == want_numbers]
             p = pop[cands] / pop[cands].sum()
-            scene = near_duplicate(bases[cands[int(rng.choice(len(cands), p=p))]], rng)
+            base = cands[int(rng.choice(len(cands), p=p))]
+            scene = near_duplicate(bases[base], rng)
             name = f"{len(images):06d}.png"
+            scene_of[name] = base
             (img_dir / name).write_bytes(render(scene))
             images.append((name, scene))
         if skill == "multiturn":
@@ -225,10 +237,12 @@ def make_pool(out: Path, n_samples: int, seed: int, noise: float = 0.06) -> tupl
         else:
             turn_skills = [skill]
         conv = []
+        noisy = False
         for t, turn_skill in enumerate(turn_skills):
             q, a = ASK[turn_skill](scene, rng)
             if rng.random() < noise:
                 a = _wrong_answer(turn_skill, a, rng)
+                noisy = True
             if t == 0:
                 # LLaVA-665K has the tag before *and* after the question; keep both forms.
                 q = f"<image>\n{q}" if rng.random() < 0.8 else f"{q}\n<image>"
@@ -236,12 +250,13 @@ def make_pool(out: Path, n_samples: int, seed: int, noise: float = 0.06) -> tupl
         # Ids repeat in real data (same COCO id, several rows): id by image, not by row.
         rows.append({"id": name.removesuffix(".png"), "image": f"images/{name}", "conversations": conv,
                      "skill": skill})
+        truth.append({"skill": skill, "noisy": noisy, "scene": scene_of[name]})
         i += 1
     captions = [{"id": f"cap-{name.removesuffix('.png')}", "image": f"images/{name}",
                  "conversations": [{"from": "human", "value": "<image>\nDescribe the image briefly."},
                                    {"from": "gpt", "value": scene.caption()}]}
                 for name, scene in images]
-    return rows, captions
+    return rows, captions, truth
 
 
 # ---------------------------------------------------------------- benchmarks
@@ -283,8 +298,9 @@ def generate(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_bench: 
     out = Path(out)
     pool_dir = out / "pool"
     pool_dir.mkdir(parents=True, exist_ok=True)
-    rows, captions = make_pool(pool_dir, n_samples, seed)
+    rows, captions, truth = make_pool(pool_dir, n_samples, seed)
     (pool_dir / "pool.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    (pool_dir / TRUTH).write_text(json.dumps({"world_version": WORLD_VERSION, "rows": truth}) + "\n")
     (pool_dir / "captions.json").write_text(json.dumps(captions, indent=1, sort_keys=True) + "\n")
     bench_dir = out / "benchmarks"
     bench_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from selbench.leaderboard import REFERENCE
+from selbench.leaderboard import REFERENCE, UNTUNED
 
 CellKey = tuple[str, str, int]  # (selector, budget, seed)
 TEXT_ONLY = "text-only"
@@ -191,7 +191,8 @@ def store_root(run_dir: Path, spec: Mapping) -> Path:
 
 def load_cards(run_dir: Path, spec: Mapping, board: pd.DataFrame) -> tuple[Cards | None, str | None]:
     """The run's cards from its store: the pool manifest of its prepare job and each cell's ``selection.txt``.
-    Returns (cards, None) or (None, why there are none)."""
+    Returns (cards, None) or (None, why there are none). The oracle and anti-oracle subsets get cards like any
+    selector; the full-data reference and the untuned target select nothing, so they have none."""
     if board.empty or "select_job" not in board:
         return None, "the run's leaderboard has no select jobs"
     jobs = store_root(run_dir, spec) / "jobs"
@@ -209,7 +210,7 @@ def load_cards(run_dir: Path, spec: Mapping, board: pd.DataFrame) -> tuple[Cards
                                             if c in names]).to_pandas()
     selections: dict[CellKey, list[str]] = {}
     missing: dict[CellKey, str] = {}
-    for _, r in board[board["selector"] != REFERENCE].iterrows():
+    for _, r in board[~board["selector"].isin([REFERENCE, UNTUNED])].iterrows():
         key = (str(r["selector"]), str(r["budget"]), int(r["seed"]))
         jid = r.get("select_job")
         path = jobs / str(jid) / SELECTION if isinstance(jid, str) and jid else None

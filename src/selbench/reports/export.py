@@ -95,8 +95,8 @@ def to_latex(table: Table) -> str:
     lines.append(" & ".join(latex_escape(h) for h in table.header) + r" \\")
     lines.append(r"\midrule")
     for i, row in enumerate(table.rows):
-        if table.split and i == table.split:
-            lines.append(r"\midrule")
+        if (table.split and i == table.split) or (table.tail and i == len(table.rows) - table.tail):
+            lines.append(r"\midrule")  # references above, sanity references below: never read as selectors
         lines.append(" & ".join(_latex_cell(c) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}", rf"\end{{{env}}}", ""]
     return "\n".join(lines)

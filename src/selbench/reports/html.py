@@ -6,8 +6,9 @@ input.
 
 The tables come from ``tables.py`` (every format shows the same numbers); this module adds what only a page has:
 anchors and links (an ARP cell → its per-benchmark row and its cell card), sort values, the budget each row or
-column belongs to (for the budget filter), the selector's colour, and a compact view of the time and lineage tables
-(a column with one value on every row is said once above the table)."""
+column belongs to (for the budget filter), the selector's colour, a compact view of the time and lineage tables
+(a column with one value on every row is said once above the table), and the sanity references' rows in a body of
+their own below the selectors (sorting a column never mixes them in)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,20 @@ import jinja2
 import pandas as pd
 
 import selbench
-from selbench.leaderboard import REFERENCE
+from selbench.leaderboard import REFERENCE, UNTUNED
 from selbench.reports import health
 from selbench.reports.cards import TEXT_ONLY, Cards, load_cards, random_jaccard, store_root
 from selbench.reports.export import WRITERS, csv_safe
 from selbench.reports.plots import Figure, Style, all_figures, styles
-from selbench.reports.tables import NA, RunData, Table, all_tables, budgets_in_order, pools_table
+from selbench.reports.tables import (
+    NA,
+    RunData,
+    Table,
+    all_tables,
+    budgets_in_order,
+    pools_table,
+    sanity_in_order,
+)
 
 FORMATS = ("html", "latex", "md", "csv")
 RUN_FILES = ("results.parquet", "timings.parquet")  # copied into data/ for the downloads
@@ -118,6 +127,11 @@ class HtmlTable:
     notes: list[str] = field(default_factory=list)  # what the compact view said once instead of on every row
     budget: str | None = None  # a per-budget table: the filter hides all of it
     downloads: list[tuple[str, str]] = field(default_factory=list)  # (label, relative href)
+    sanity: list[HtmlRow] = field(default_factory=list)  # the sanity references: stay below the selectors
+
+    @property
+    def body(self) -> list[HtmlRow]:
+        return self.pinned + self.rows + self.sanity
 
 
 def budget_slug(budget: str) -> str:
@@ -167,7 +181,8 @@ def write_pages(run: RunData, tables: list[Table], out: Path) -> list[Path]:
     common = {"run": run, "version": selbench.__version__, "budgets": ctx.budgets,
               "rendered": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "colours": {s: st.colour for s, st in ctx.styles.items()},
-              "names": {s: run.selector_name(s) for s in [REFERENCE, *ctx.styles]}}
+              "names": {s: run.selector_name(s) for s in [REFERENCE, UNTUNED, *ctx.styles]},
+              "sanity_note": _sanity_legend(run)}
     page = env.get_template("index.html.j2").render(
         **common, tables=views, figures=[(f, inline_svg(f)) for f in figures], counts=health.counts(run),
         problems=health.problems(run), flags=flags, downloads=downloads, cards=cards, no_cards=no_cards,
@@ -180,6 +195,16 @@ def write_pages(run: RunData, tables: list[Table], out: Path) -> list[Path]:
     elif (out / "cards.html").exists():
         (out / "cards.html").unlink()
     return written
+
+
+def _sanity_legend(run: RunData) -> str:
+    """A sentence under the colour legend when the run has sanity subsets ("" otherwise)."""
+    subsets = sanity_in_order(run) if not run.board.empty else []
+    if not subsets:
+        return ""
+    names = " and ".join(run.selector_name(s) for s in subsets)
+    return (f"{names} (grey): sanity references chosen with the embedded world's ground truth; shown below the "
+            "selectors, never ranked, marked best or timed.")
 
 
 def _items(run: RunData) -> pd.DataFrame | None:
@@ -226,6 +251,7 @@ def _view(t: Table, ctx: PageContext) -> HtmlTable:
     seed = min(int(s) for s in ctx.run.board["seed"]) if not ctx.run.board.empty else 0
     pinned: list[HtmlRow] = []
     rows: list[HtmlRow] = []
+    sanity: list[HtmlRow] = []
     for i, row in enumerate(t.rows):
         col, sel, row_budget = _row_cell(t, row, ctx)
         style = ctx.styles.get(sel) if sel else None
@@ -244,10 +270,12 @@ def _view(t: Table, ctx: PageContext) -> HtmlTable:
         html_row = HtmlRow(cells, budget=row_budget)
         if style is not None and (t.key == "arp" or t.key.startswith("benchmarks-")):
             html_row.id = f"{t.key}-s{style.index}"
-        (pinned if i < t.split else rows).append(html_row)
+        below = i >= len(t.rows) - t.tail  # a sanity reference's row
+        html_row.cls = "sanity" if below else ""
+        (pinned if i < t.split else sanity if below else rows).append(html_row)
     view = HtmlTable(t.key, t.title, t.caption, header, pinned, rows, list(t.groups), budget=budget,
                      downloads=[(ext.upper() if ext != "tex" else "LaTeX", f"tables/{t.key}.{ext}")
-                                for ext in ("csv", "md", "tex")])
+                                for ext in ("csv", "md", "tex")], sanity=sanity)
     if t.key in ("time", "lineage"):
         _compact(view, ctx)
     return view
@@ -267,7 +295,7 @@ def _link_arp_cell(cell: HtmlCell, sel: str, style: Style, seed: int, ctx: PageC
 def _compact(view: HtmlTable, ctx: PageContext) -> None:
     """Say once what every row says: a constant Device / Spec / Commit / Versions column becomes a note; GPU-hours
     that are 0 on every row (no GPU) are dropped. The exports keep every column."""
-    body = view.pinned + view.rows
+    body = view.body
     drop = []
     for j, h in enumerate(view.header):
         texts = {r.cells[j].text for r in body if j < len(r.cells)}
@@ -298,7 +326,7 @@ def _localise_links(views: list[HtmlTable], run: RunData, out: Path) -> list[Pat
     point the link there; a link whose file the store does not have is dropped (its text stays)."""
     store, written = store_root(run.run_dir, run.spec), []
     for view in views:
-        for row in view.pinned + view.rows:
+        for row in view.body:
             for cell in row.cells:
                 if not cell.href or cell.href.startswith("#"):
                     continue

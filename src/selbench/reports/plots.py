@@ -4,8 +4,10 @@ SVG; the HTML inlines the SVG, so the page needs nothing but itself.
 
 Every selector keeps one colour and one marker in every figure (``selector_styles``: Okabe & Ito's colour-blind-safe
 palette, then Paul Tol's "muted" set); the artists that draw a selector carry the SVG id ``sel<i>-…`` (i: the
-selector's position in the spec), so the page and its test can tell which shapes belong to whom. Labels are drawn
-as glyph paths, never as SVG text: a label is user input, and the SVG goes into the page as markup."""
+selector's position in the spec), so the page and its test can tell which shapes belong to whom. The sanity subsets
+(oracle, anti-oracle) come after the selectors, in grey tones and dashed lines, and stay out of every cost figure and
+Pareto front; the untuned target is a dotted line at its ARP. Labels are drawn as glyph paths, never as SVG text: a
+label is user input, and the SVG goes into the page as markup."""
 
 from __future__ import annotations
 
@@ -23,12 +25,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import Normalize, to_rgb  # noqa: E402
 
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION  # noqa: E402
-from selbench.leaderboard import REFERENCE  # noqa: E402
+from selbench.leaderboard import REFERENCE, UNTUNED  # noqa: E402
 from selbench.reports.tables import (  # noqa: E402
     RunData,
     aggregate,
     budget_fraction,
     budgets_in_order,
+    ranked_in_order,
+    sanity_in_order,
     selectors_in_order,
 )
 
@@ -40,6 +44,10 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#3
            "#44AA99", "#CC6677", "#117733", "#AA4499", "#88CCEE", "#DDCC77", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*"]
 REFERENCE_COLOUR = "#222222"
+# the sanity subsets (oracle, anti-oracle): greys, so no selector's colour is spent on a reference
+SANITY_COLOURS = ["#555555", "#9a9a9a"]
+SANITY_MARKERS = ["d", "X"]
+UNTUNED_COLOUR = "#777777"
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class Style:
     index: int  # the selector's position in the spec: its SVG ids are ``sel<index>-…``
     colour: str
     marker: str
+    sanity: bool = False  # a sanity reference: dashed, and never in a cost figure
 
 
 def selector_styles(selectors: Sequence[str]) -> dict[str, Style]:
@@ -55,7 +64,17 @@ def selector_styles(selectors: Sequence[str]) -> dict[str, Style]:
 
 
 def styles(run: RunData) -> dict[str, Style]:
-    return selector_styles(selectors_in_order(run))
+    """The selectors' styles, then the sanity subsets' (greys; their indices follow the selectors')."""
+    out = selector_styles(ranked_in_order(run))
+    for k, s in enumerate(sanity_in_order(run)):
+        out[s] = Style(len(out), SANITY_COLOURS[k % len(SANITY_COLOURS)], SANITY_MARKERS[k % len(SANITY_MARKERS)],
+                       sanity=True)
+    return out
+
+
+def ranked_styles(run: RunData) -> dict[str, Style]:
+    """The selectors' styles alone: for what only selectors have (selection cost, OSC, a Pareto front)."""
+    return {s: st for s, st in styles(run).items() if not st.sanity}
 
 
 def _tag(artists, style: Style, what: str) -> None:
@@ -109,10 +128,11 @@ def _no_data(ax, what: str) -> None:
     ax.text(0.5, 0.5, f"no {what} yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
-def _cells(run: RunData):
-    """(selector, budget, rows) for every selector × budget, in display order."""
+def _cells(run: RunData, sanity: bool = True):
+    """(selector, budget, rows) for every selector × budget, in display order (``sanity``: the sanity subsets
+    too)."""
     board = run.board
-    for sel in selectors_in_order(run):
+    for sel in selectors_in_order(run) if sanity else ranked_in_order(run):
         for b in budgets_in_order(run):
             yield sel, b, board[(board["selector"] == sel) & (board["budget"] == b)]
 
@@ -164,13 +184,18 @@ def arp_vs_budget(run: RunData, out: Path) -> Figure:
             continue
         dodge = (st.index - (len(sels) - 1) / 2) * 0.012 * span  # side by side, so error bars do not overlap
         line, caps, bars = ax.errorbar([x + dodge for x in xs], y, yerr=[low, high], marker=st.marker,
-                                       color=st.colour, capsize=3, lw=1.6, ms=5, label=text(run.selector_name(sel)))
+                                       color=st.colour, capsize=3, lw=1.6, ms=5, ls="--" if st.sanity else "-",
+                                       label=text(run.selector_name(sel)))
         _tag(line, st, "line")
         _tag(list(caps), st, "cap")
         _tag(list(bars), st, "bar")
         plotted = True
     ref = ax.axhline(100.0, color=REFERENCE_COLOUR, ls="--", lw=1, label="full data (100)")
     ref.set_gid("reference-line")
+    untuned = aggregate(run.board[run.board["selector"] == UNTUNED], ARP_VERSION).mean
+    if untuned is not None:
+        ax.axhline(untuned, color=UNTUNED_COLOUR, ls=":", lw=1.4,
+                   label=f"untuned ({untuned:.{run.decimals}f})").set_gid("untuned-line")
     ax.set_xticks(xs, [text(b) for b in budgets])
     ax.set_xlabel("budget (share of the pool)" if numeric else "budget")
     ax.set_ylabel(f"ARP ({ARP_VERSION})")
@@ -182,9 +207,12 @@ def arp_vs_budget(run: RunData, out: Path) -> Figure:
     bars_are = (f"{run.intervals.confidence * 100:g} % bootstrap CI" if run.intervals is not None
                 else "std over seeds")
     missing = f" Gaps: {', '.join(gaps)} (see Problems)." if gaps else ""
+    sanity = (" Grey dashed lines: sanity references (subsets chosen with the world's ground truth), not "
+              "selectors." if any(st.sanity for st in sels.values()) else "")
+    floor = " The dotted line is the untuned target (no fine-tuning)." if untuned is not None else ""
     return _figure(fig, out, "arp_vs_budget", "ARP vs budget",
                    f"ARP per selector and budget (error bars: {bars_are}); the dashed line is the full-data "
-                   f"reference (100). A missing cell leaves a gap in its selector's line.{missing}")
+                   f"reference (100). A missing cell leaves a gap in its selector's line.{missing}{sanity}{floor}")
 
 
 def _ci(run: RunData, selector: str, budget: str) -> tuple[float, float] | None:
@@ -198,7 +226,7 @@ def _ci(run: RunData, selector: str, budget: str) -> tuple[float, float] | None:
 def arp_vs_osc(run: RunData, out: Path) -> Figure:
     pts: list[tuple[float, float]] = []
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    for sel, st in styles(run).items():
+    for sel, st in ranked_styles(run).items():  # the sanity references cost nothing worth comparing
         mine = []
         for b in budgets_in_order(run):
             rows = run.board[(run.board["selector"] == sel) & (run.board["budget"] == b)]
@@ -274,7 +302,7 @@ def time_breakdown(run: RunData, out: Path) -> Figure:
     labels: list[tuple[str, str]] = []
     stacks: list[list[float]] = []
     missing: dict[int, str] = {}
-    for sel, b, part in _cells(run):
+    for sel, b, part in _cells(run, sanity=False):
         if part.empty:
             continue
         vals = [aggregate(part, col).mean for col, _ in PARTS]

@@ -5,11 +5,16 @@ Tables (each keyed by the file stem it is exported under):
 - ``arp``: ARP leaderboard, selectors × budgets under a pool header (XMAS Table 3 layout), a #Samples row (the
   subset size per budget), mean ± std over seeds, best per column marked;
 - ``benchmarks-<budget>``: one per budget, selectors × #Samples, benchmarks and Rel. (ScalSelect Tables 1–2
-  layout), the full-data reference first;
+  layout), the full-data reference first (then the untuned target, when the run has it);
 - ``time``: per cell #Samples, selection time split into feature extraction / proxy training / scoring, the
   whole selection, subset fine-tuning, OSC and GPU-hours (time / OSC leaderboard; the device in the caption, or a
   column when cells ran on different devices);
 - ``lineage``: per cell the status, spec hash, commit, versions and each stage's job (linked to its ``meta.json``).
+
+Sanity references (spec ``references``): the oracle and anti-oracle subsets follow the selectors in every budget
+table, ruled off (``Table.tail``) and never marked best, ranked or timed (they select with the world's ground
+truth, at no cost worth comparing); the untuned target has no budget: a row under the full-data reference in the
+per-benchmark tables, and a sentence in the ARP table's caption.
 
 Selectors and columns are printed under their display names (``display_names``): the spec's ``display`` section,
 else the papers' names (random → Random, xmas → XMAS, emb_vqa → VQA; a protocol's columns keep their paper labels).
@@ -31,7 +36,7 @@ import pandas as pd
 
 from selbench.evaluators.protocols import Column, columns_for
 from selbench.evaluators.relative import ARP_VERSION, OSC_VERSION
-from selbench.leaderboard import REFERENCE, leaderboard
+from selbench.leaderboard import REFERENCE, SANITY, UNTUNED, UNTUNED_BUDGET, leaderboard, role
 from selbench.leaderboard.intervals import RANDOM, Intervals, intervals
 from selbench.selectors.base import Budget, SelectionError
 
@@ -63,6 +68,7 @@ class Table:
     rows: list[list[Cell]]
     groups: list[tuple[str, int]] = field(default_factory=list)  # column-group header: (label, span)
     split: int = 0  # the first `split` rows are references, ruled off from the selectors
+    tail: int = 0  # the last `tail` rows are sanity references, ruled off after the selectors (never ranked)
     align: str = ""  # LaTeX column types, one letter per column (default: the first left, the rest right)
 
 
@@ -72,6 +78,9 @@ class Table:
 SELECTOR_NAMES = {"random": "Random", "length": "Length", "perplexity": "Perplexity", "coincide": "COINCIDE",
                   "prism": "PRISM", "xmas": "XMAS", "scalselect": "ScalSelect"}
 REFERENCE_NAME = "Full data"
+SANITY_NAMES = {"oracle": "Oracle (reference)", "anti-oracle": "Anti-oracle (reference)",
+                UNTUNED: "Untuned (no fine-tuning)"}
+SANITY_SUBSETS = tuple(s for s in SANITY if s != UNTUNED)  # the sanity references that select a subset per budget
 # Columns of a spec that lists benchmarks without a protocol are keyed by benchmark name; a protocol's columns
 # already carry the paper's label (VQAv2, MME-P, POPE-A …). The embedded benchmarks get short names of what they test.
 COLUMN_NAMES = {
@@ -100,11 +109,12 @@ def display_names(spec: dict, columns: list[Column]) -> DisplayNames:
         label = str(s.get("label") or name)
         own = label != name or s.get("impl")
         sel[label] = by_sel.get(label) or by_sel.get(name) or (label if own else SELECTOR_NAMES.get(name, label))
-    named = {str(s["name"]) for s in spec.get("selectors") or []} | set(sel) | {REFERENCE}
+    named = {str(s["name"]) for s in spec.get("selectors") or []} | set(sel) | {REFERENCE, *SANITY}
     sel.update({label: shown for label, shown in by_sel.items() if label not in named})  # runs without a list
     printed = list(sel.values())
     sel = {label: shown if printed.count(shown) == 1 else label for label, shown in sel.items()}
     sel[REFERENCE] = by_sel.get(REFERENCE) or REFERENCE_NAME
+    sel.update({s: by_sel[s] for s in SANITY if by_sel.get(s)})  # else SANITY_NAMES (``RunData.selector_name``)
     cols = {c.key: by_col.get(c.key) or (c.label if c.label != c.key else COLUMN_NAMES.get(c.key, c.label))
             for c in columns}
     return DisplayNames(sel, cols)
@@ -126,7 +136,7 @@ class RunData:
 
     def selector_name(self, label: str) -> str:
         """The name the tables print for a selector label of this run (``full``: the reference)."""
-        return self.names.selectors.get(label, REFERENCE_NAME if label == REFERENCE else label)
+        return self.names.selectors.get(label, REFERENCE_NAME if label == REFERENCE else SANITY_NAMES.get(label, label))
 
     def column_name(self, column: Column) -> str:
         return self.names.columns.get(column.key, column.label)
@@ -230,13 +240,24 @@ def budget_fraction(label: str, pool_size: int | None = None) -> float | None:
 
 
 def selectors_in_order(run: RunData) -> list[str]:
-    """The spec's order (display labels), the reference excluded."""
-    seen = list(dict.fromkeys(run.board["selector"]))
-    return [s for s in seen if s != REFERENCE]
+    """Every row of a budget table: the selectors in the spec's order (display labels), then the sanity subsets.
+    Never the reference nor the untuned target (they have no budget)."""
+    return ranked_in_order(run) + sanity_in_order(run)
+
+
+def ranked_in_order(run: RunData) -> list[str]:
+    """The selectors proper, in the spec's order: what best marks, ranks, costs and Pareto fronts are about."""
+    return [s for s in dict.fromkeys(run.board["selector"]) if role(s) == "selector"]
+
+
+def sanity_in_order(run: RunData) -> list[str]:
+    """The run's sanity subsets (oracle, then anti-oracle): shown beside the selectors, never ranked with them."""
+    present = set(run.board["selector"])
+    return [s for s in SANITY_SUBSETS if s in present]
 
 
 def budgets_in_order(run: RunData) -> list[str]:
-    b = run.board[run.board["selector"] != REFERENCE]["budget"]
+    b = run.board[~run.board["selector"].isin([REFERENCE, UNTUNED])]["budget"]
     return sorted(set(b), key=budget_key)
 
 
@@ -315,10 +336,11 @@ def arp_table(run: RunData) -> Table:
             agg = aggregate(board[(board["selector"] == sel) & (board["budget"] == b)], ARP_VERSION)
             row.append(_with_ci(run, fmt(agg, d), sel, b))
         rows.append(row)
+    tail = len(sanity_in_order(run))
     seeds = sorted(set(board["seed"]))
     if run.intervals is None:
         for j in range(1, len(budgets) + 1):
-            mark_best([r[j] for r in rows[2:]])
+            mark_best([r[j] for r in rows[2:len(rows) - tail]])
         over = f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]}"
         claims = "best per budget in bold"
     else:
@@ -327,8 +349,28 @@ def arp_table(run: RunData) -> Table:
     return Table("arp", "ARP leaderboard",
                  f"Average relative performance ({ARP_VERSION}: mean over {len(run.columns)} {_columns_word(run)} of "
                  f"value / full-data value × 100), {over}; {claims}; N/A when any column or seed is missing. "
-                 f"{SAMPLES}: the subset each budget selects from {_pool_words(run)}.",
-                 ["Selector", *budgets], rows, groups=[("", 1), (run.pool, len(budgets))], split=2)
+                 f"{SAMPLES}: the subset each budget selects from {_pool_words(run)}.{_sanity_note(run)}"
+                 f"{_untuned_note(run)}",
+                 ["Selector", *budgets], rows, groups=[("", 1), (run.pool, len(budgets))], split=2, tail=tail)
+
+
+def _sanity_note(run: RunData) -> str:
+    """For a caption: what the sanity subsets below the rule are ("" when the run has none)."""
+    subsets = sanity_in_order(run)
+    if not subsets:
+        return ""
+    names = " and ".join(run.selector_name(s) for s in subsets)
+    return (f" Below the selectors, {names}: sanity references, subsets chosen with the embedded world's ground "
+            "truth; never ranked nor marked best.")
+
+
+def _untuned_note(run: RunData) -> str:
+    """The untuned target's ARP, for the ARP table's caption: it has no budget, so no column of its own."""
+    rows = run.board[run.board["selector"] == UNTUNED]
+    if rows.empty:
+        return ""
+    cell = _with_ci(run, fmt(aggregate(rows, ARP_VERSION), run.decimals), UNTUNED, UNTUNED_BUDGET)
+    return f" Untuned target (no fine-tuning): ARP {cell.text}."
 
 
 SIGNIFICANT = "†"  # marks a cell whose ARP differs from random's at the same budget (CI of the difference ∌ 0)
@@ -361,7 +403,7 @@ def _with_ci(run: RunData, cell: Cell, selector: str, budget: str) -> Cell:
     d = run.decimals
     cell.low, cell.high = float(r["arp_low"]), float(r["arp_high"])
     cell.text = f"{cell.text} [{cell.low:.{d}f}, {cell.high:.{d}f}]"
-    cell.best = bool(r.get("tie_best"))
+    cell.best = bool(r.get("tie_best")) and role(selector) == "selector"  # a sanity reference is never ranked
     if not _missing(r.get("vs_random_low")) and (r["vs_random_low"] > 0 or r["vs_random_high"] < 0):
         cell.text += SIGNIFICANT
     return cell
@@ -372,43 +414,53 @@ def _missing(v: object) -> bool:
 
 
 def significance_table(run: RunData) -> Table | None:
-    """Per budget: each selector's ARP with its CI, rank range, tie group and difference to random."""
+    """Per budget: each selector's ARP with its CI, rank range, tie group and difference to random; then the sanity
+    subsets' (CI and difference to random, never a rank: they are not in the competition)."""
     ci = run.intervals
     if ci is None:
         return None
-    d, rows = run.decimals, []
-    for budget in budgets_in_order(run):
-        for sel in selectors_in_order(run):
-            r = _interval_row(run, sel, budget)
-            name = Cell(run.selector_name(sel))
-            if r is None or _missing(r.get("arp")):
-                rows.append([Cell(budget), name, Cell(NA), Cell(NA), Cell(NA), Cell(NA), Cell("—")])
-                continue
-            arp = Cell(f"{r['arp']:.{d}f} [{r['arp_low']:.{d}f}, {r['arp_high']:.{d}f}]", float(r["arp"]),
-                       low=float(r["arp_low"]), high=float(r["arp_high"]), best=bool(r["tie_best"]))
-            if _missing(r.get("vs_random")):
-                diff, pval = Cell("—"), Cell("—")
-            else:
-                sig = SIGNIFICANT if (r["vs_random_low"] > 0 or r["vs_random_high"] < 0) else ""
-                lo, hi, dv = (float(r[k]) + 0.0 for k in ("vs_random_low", "vs_random_high", "vs_random"))  # no -0.0
-                diff = Cell(f"{dv:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]{sig}", dv, low=lo, high=hi,
-                            p=float(r["vs_random_p"]))
-                pval = Cell(f"{r['vs_random_p']:.3f}", float(r["vs_random_p"]))
-            rank = Cell(f"{int(r['rank'])} ({int(r['rank_low'])}–{int(r['rank_high'])})", float(r["rank"]))
-            rows.append([Cell(budget), name, arp, diff, pval, rank, Cell("yes" if r["tie_best"] else "no")])
+    budgets, sanity = budgets_in_order(run), sanity_in_order(run)
+    rows = [_significance_row(run, sel, b) for b in budgets for sel in ranked_in_order(run)]
+    rows += [_significance_row(run, sel, b) for b in budgets for sel in sanity]
     pct, rnd = f"{ci.confidence * 100:g} %", _random_name(run)
+    unranked = (f" Below the selectors, the sanity references {' and '.join(map(run.selector_name, sanity))}: a CI "
+                "and Δ, but never ranked (rank and tie —).") if sanity else ""
     return Table("significance", "Uncertainty: CIs, ranks and differences to random",
                  f"ARP with its {pct} CI; Δ = ARP − {rnd}'s ARP at the same budget with its "
                  f"{pct} CI and two-sided bootstrap p-value ({SIGNIFICANT}: the CI excludes 0); rank of the point "
                  f"ARP with its {pct} range over replicates; tie: not separable from the best at its budget. Paired "
-                 f"bootstrap over benchmark items (and seeds), {ci.replicates} replicates, seed {ci.seed}.",
-                 ["Budget", "Selector", "ARP [CI]", f"Δ vs {rnd} [CI]", "p", "Rank (range)", "Tie with best"], rows)
+                 f"bootstrap over benchmark items (and seeds), {ci.replicates} replicates, seed {ci.seed}.{unranked}",
+                 ["Budget", "Selector", "ARP [CI]", f"Δ vs {rnd} [CI]", "p", "Rank (range)", "Tie with best"], rows,
+                 tail=len(budgets) * len(sanity))
+
+
+def _significance_row(run: RunData, sel: str, budget: str) -> list[Cell]:
+    d, r = run.decimals, _interval_row(run, sel, budget)
+    name = Cell(run.selector_name(sel))
+    if r is None or _missing(r.get("arp")):
+        return [Cell(budget), name, Cell(NA), Cell(NA), Cell(NA), Cell(NA), Cell("—")]
+    ranked = role(sel) == "selector" and not _missing(r.get("rank"))
+    arp = Cell(f"{r['arp']:.{d}f} [{r['arp_low']:.{d}f}, {r['arp_high']:.{d}f}]", float(r["arp"]),
+               low=float(r["arp_low"]), high=float(r["arp_high"]), best=ranked and bool(r["tie_best"]))
+    if _missing(r.get("vs_random")):
+        diff, pval = Cell("—"), Cell("—")
+    else:
+        sig = SIGNIFICANT if (r["vs_random_low"] > 0 or r["vs_random_high"] < 0) else ""
+        lo, hi, dv = (float(r[k]) + 0.0 for k in ("vs_random_low", "vs_random_high", "vs_random"))  # no -0.0
+        diff = Cell(f"{dv:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]{sig}", dv, low=lo, high=hi, p=float(r["vs_random_p"]))
+        pval = Cell(f"{r['vs_random_p']:.3f}", float(r["vs_random_p"]))
+    if not ranked:
+        return [Cell(budget), name, arp, diff, pval, Cell("—"), Cell("—")]
+    rank = Cell(f"{int(r['rank'])} ({int(r['rank_low'])}–{int(r['rank_high'])})", float(r["rank"]))
+    return [Cell(budget), name, arp, diff, pval, rank, Cell("yes" if r["tie_best"] else "no")]
 
 
 def pools_table(runs: list[RunData]) -> Table:
     """XMAS Table 3 across runs: one column group per run (its pool), budgets under each, ARP per selector.
-    Selectors are matched by label; a selector absent from a run shows N/A there."""
-    selectors = list(dict.fromkeys(s for r in runs for s in selectors_in_order(r)))
+    Selectors are matched by label; a selector absent from a run shows N/A there. The sanity subsets come last."""
+    seen = list(dict.fromkeys(s for r in runs for s in selectors_in_order(r)))
+    sanity = [s for s in seen if s in SANITY]
+    selectors = [s for s in seen if s not in SANITY] + sanity
     header, groups = ["Selector"], [("", 1)]
     for r in runs:
         budgets = budgets_in_order(r)
@@ -425,11 +477,12 @@ def pools_table(runs: list[RunData]) -> Table:
                            else Cell(NA, note="not in this run"))
         rows.append(row)
     for j in range(1, len(header)):
-        mark_best([r[j] for r in rows[1:]])
+        mark_best([r[j] for r in rows[1:len(rows) - len(sanity)]])
     return Table("arp-pools", "ARP across pools",
                  f"ARP ({ARP_VERSION}) per pool and budget, each pool relative to its own full-data reference; "
-                 f"best per column in bold. {SAMPLES}: the subset each budget selects from its pool.", header, rows,
-                 groups=groups, split=1)
+                 f"best per column in bold. {SAMPLES}: the subset each budget selects from its pool."
+                 f"{' Sanity references below the selectors, never marked best.' if sanity else ''}", header, rows,
+                 groups=groups, split=1, tail=len(sanity))
 
 
 def _columns_word(run: RunData) -> str:
@@ -445,25 +498,36 @@ def _column_source(run: RunData) -> str:
 def benchmark_tables(run: RunData) -> list[Table]:
     board, out = run.board, []
     names = [run.column_name(c) for c in run.columns]
-    ref = board[board["selector"] == REFERENCE]
+    ref, untuned = board[board["selector"] == REFERENCE], board[board["selector"] == UNTUNED]
+    tail = len(sanity_in_order(run))
     for budget in budgets_in_order(run):
         d = run.decimals
         rows = [[Cell(run.selector_name(REFERENCE)), samples_cell(run, None)]
                 + [fmt(_scaled(aggregate(ref, c.key), c), d) for c in run.columns]
                 + [Cell(f"{100:.{d}f}", 100.0) if _reference_done(board) else Cell(NA)]]
+        if not untuned.empty:  # the floor the fine-tuning starts from: the full reference should beat it everywhere
+            rows.append(_benchmark_row(run, UNTUNED, UNTUNED_BUDGET, untuned, Cell("0", 0.0)))
+        split = len(rows)
         for sel in selectors_in_order(run):
             part = board[(board["selector"] == sel) & (board["budget"] == budget)]
-            rows.append([Cell(run.selector_name(sel)), samples_cell(run, budget)]
-                        + [fmt(_scaled(aggregate(part, c.key), c), d) for c in run.columns]
-                        + [_with_ci(run, fmt(aggregate(part, ARP_VERSION), d), sel, budget)])
+            rows.append(_benchmark_row(run, sel, budget, part, samples_cell(run, budget)))
         for j in range(2, len(run.columns) + (2 if run.intervals is not None else 3)):
-            mark_best([r[j] for r in rows[1:]])
+            mark_best([r[j] for r in rows[split:len(rows) - tail]])
         key = "benchmarks-" + re.sub(r"[^0-9A-Za-z]+", "", budget.replace("%", "pct"))
+        below = (f" {run.selector_name(UNTUNED)}: the target before any fine-tuning ({SAMPLES} 0)."
+                 if not untuned.empty else "")
         out.append(Table(key, f"Per-benchmark results at budget {budget}",
                          f"{_column_source(run)} (× 100 for 0–1 metrics) and Rel. = ARP ({ARP_VERSION}); "
-                         f"{budget} of {_pool_words(run)} ({SAMPLES}); best per column among selectors in bold.",
-                         ["Method", SAMPLES, *names, "Rel."], rows, split=1))
+                         f"{budget} of {_pool_words(run)} ({SAMPLES}); best per column among selectors in bold."
+                         f"{below}{_sanity_note(run)}",
+                         ["Method", SAMPLES, *names, "Rel."], rows, split=split, tail=tail))
     return out
+
+
+def _benchmark_row(run: RunData, sel: str, budget: str, part: pd.DataFrame, samples: Cell) -> list[Cell]:
+    d = run.decimals
+    return ([Cell(run.selector_name(sel)), samples] + [fmt(_scaled(aggregate(part, c.key), c), d) for c in run.columns]
+            + [_with_ci(run, fmt(aggregate(part, ARP_VERSION), d), sel, budget)])
 
 
 TIME_PARTS = {  # leaderboard column → header (seconds, wall)
@@ -473,10 +537,11 @@ TIME_PARTS = {  # leaderboard column → header (seconds, wall)
 
 
 def time_table(run: RunData) -> Table:
+    """The selectors' costs; no sanity reference (it selects with the ground truth: a cost that compares nothing)."""
     board, rows, budgets = run.board, [], budgets_in_order(run)
     ref = board[board["selector"] == REFERENCE]
     cells = [(sel, b, board[(board["selector"] == sel) & (board["budget"] == b)])
-             for sel in selectors_in_order(run) for b in budgets]
+             for sel in ranked_in_order(run) for b in budgets]
     devices = sorted(({_device(part) for *_, part in cells} | {_device(ref)}) - {"—"})
     per_cell = len(devices) > 1  # one device: the caption says it; several: a column
     rows.append([Cell(run.selector_name(REFERENCE)), Cell("100%"), samples_cell(run, None),

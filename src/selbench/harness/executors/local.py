@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from selbench.harness.contracts import FAILED, SUCCEEDED, Outcome
+from selbench.harness.executors.warm import WarmWorker
 from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Lock, Store
 
@@ -202,16 +203,20 @@ def start_job_process(store_root: Path, job_id: str, log_path: Path, env: dict[s
         if limit_bytes is not None:
             resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
+    _log_header(log_path, job_id, env)
     log = open(log_path, "ab")
-    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job_id} on {socket.gethostname()} "
-              f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')}\n".encode())
-    log.flush()
     try:
         return subprocess.Popen([sys.executable, "-m", "selbench.harness.job", str(store_root), job_id],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=setup,
                                 start_new_session=True)
     finally:
         log.close()  # the child holds its own descriptor
+
+
+def _log_header(log_path: Path, job_id: str, env: dict[str, str]) -> None:
+    with open(log_path, "ab") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {job_id} on {socket.gethostname()} "
+                  f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '<unset>')}\n".encode())
 
 
 class JobHandle(Protocol):
@@ -277,6 +282,8 @@ class LocalExecutor:
 
     def __init__(self, spec: ExecutorSpec, store: Store):
         self.spec, self.store = spec, store
+        self._warm: WarmWorker | None = None
+        self._warm_failed = False
 
     def devices_needed(self, job: Job) -> int:
         """GPUs a job takes: none for CPU stages, ``finetune_processes`` for a fine-tune, its ``workers`` for a score
@@ -296,8 +303,37 @@ class LocalExecutor:
         log = self.store.log_path(job.id)
         tags = self.job_tags(job, staging)
         env = job_env(self.spec.threads_per_job, ",".join(map(str, gpus)), {**self.spec.job_env(), **tags})
+        kill_tags = {k: tags[k] for k in ("SELBENCH_RUNNER", "SELBENCH_JOB")}
+        warm = self._warm_worker()
+        if warm is not None:
+            _log_header(log, job.id, env)
+            try:
+                return warm.start(job.id, log, env, kill_tags)
+            except (OSError, RuntimeError, ValueError) as e:  # could not start or died: this run goes on cold
+                self._warm, self._warm_failed = None, True
+                self.on_message(f"warm worker unavailable ({e}); starting every job in a fresh interpreter")
         proc = start_job_process(self.store.root, job.id, log, env, self.spec.memory_limit_mb)
-        return ProcessHandle(proc, {k: tags[k] for k in ("SELBENCH_RUNNER", "SELBENCH_JOB")})
+        return ProcessHandle(proc, kill_tags)
+
+    def _warm_worker(self) -> WarmWorker | None:
+        """This run's warm worker (started on first use), or None where jobs start cold: turned off, GPUs (no fork
+        after CUDA), an address-space limit (must hold from exec), a subclass that launches otherwise, or a worker
+        that could not start or died (said once; the run goes on cold)."""
+        s = self.spec
+        if not s.warm_workers or s.gpus or s.memory_limit_mb is not None or type(self) is not LocalExecutor:
+            return None
+        if self._warm is not None and self._warm.alive():
+            return self._warm
+        if self._warm_failed:
+            return None
+        tags = {"SELBENCH_RUNNER": self.token, "SELBENCH_STORE": str(self.store.root.resolve())}
+        try:
+            self._warm = WarmWorker(self.store.root, job_env(s.threads_per_job, "", {**s.job_env(), **tags}),
+                                    self.store.log_path("warm-worker"))
+        except (OSError, RuntimeError) as e:
+            self._warm, self._warm_failed = None, True
+            self.on_message(f"warm worker unavailable ({e}); starting every job in a fresh interpreter")
+        return self._warm
 
     def cleanup(self) -> None:
         """What a killed run left: staging folders whose owner is dead, job processes whose runner is dead."""
@@ -322,6 +358,9 @@ class LocalExecutor:
                 r.handle.kill()
                 self.store.abandon(r.staging)
                 r.lock.release()
+            if self._warm is not None:
+                self._warm.close()
+                self._warm = None
             assert watchdog.stdin is not None
             watchdog.stdin.close()  # the watchdog sweeps (nothing is left on a clean finish) and exits
             try:

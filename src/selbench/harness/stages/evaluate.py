@@ -41,7 +41,7 @@ def _session(c: EvaluateConfig, model_dir: Path, work: Path, names: list[str]):
 
 def run(job: Job, store: Store, out: Path) -> dict:
     c = EvaluateConfig.parse(job)
-    model_dir = store.path(job.deps["model"]) / "model"
+    model_dir = Path(c.model) if c.model else store.path(job.deps["model"]) / "model"
     resume = store.root / "resume" / job.id
     resume.mkdir(parents=True, exist_ok=True)
     missing = [n for n in c.benchmarks if not (resume / f"bench-{n}.json").exists()]

@@ -16,6 +16,7 @@ import numpy as np
 from selbench.harness.contracts import SelectConfig
 from selbench.harness.store import Job, Store
 from selbench.leaderboard import REFERENCE
+from selbench.pool import sanity
 from selbench.pool.manifest import Manifest, load_manifest
 from selbench.selectors.base import Budget, SelectionError, load_artifacts
 from selbench.selectors.registry import instantiate
@@ -29,6 +30,9 @@ def run(job: Job, store: Store, out: Path) -> dict:
     pool = load_manifest(store.path(job.deps["pool"]) / "manifest.parquet")
     if c.selector == REFERENCE:
         indices, seconds = np.arange(Budget.parse(c.budget).resolve(len(pool))), 0.0
+    elif c.truth is not None:  # a sanity reference: chosen with the world's ground truth, not by a selector
+        truth = sanity.load_truth(Path(c.truth), pool)
+        indices, seconds = sanity.subset(c.selector, truth, Budget.parse(c.budget).resolve(len(pool)), c.seed), 0.0
     else:
         selector = instantiate(c.selector, c.impl, c.config)
         artifacts = load_artifacts(store.path(job.deps["score"]) / "artifacts.npz")

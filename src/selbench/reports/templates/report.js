@@ -8,7 +8,9 @@
     return null;
   }
   function sortBy(table, col, th) {
-    var body = table.tBodies[table.tBodies.length - 1];
+    // the selectors' body: the last one but the sanity references' (they stay below, never sorted in)
+    var bodies = Array.prototype.filter.call(table.tBodies, function (b) { return !b.classList.contains("sanity"); });
+    var body = bodies[bodies.length - 1];
     var rows = Array.prototype.slice.call(body.rows);
     var numeric = rows.some(function (r) { return value(r.cells[col]) !== null; });
     var desc = th.getAttribute("aria-sort") === "none" ? numeric : th.getAttribute("aria-sort") !== "descending";
