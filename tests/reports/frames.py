@@ -10,6 +10,8 @@ Two benchmarks; the reference scores emb_vqa 0.50, emb_pope 0.80 and fine-tunes 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 BENCH = ["emb_vqa", "emb_pope"]
@@ -177,46 +179,63 @@ def demo_frames(store: str = "store") -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
             if key == DEMO_NO_OCR and bench == "emb_ocr":
                 continue
             right = count_right if bench == "emb_count" else rng.random(n) < p
-            if bench == "emb_pope":
-                pred = np.where(right, gold_yes, ~gold_yes)
-                stats = np.stack([pred & gold_yes, pred & ~gold_yes, ~pred & gold_yes, ~pred & ~gold_yes], 1)
-                tp, fp, fn = stats[:, 0].sum(), stats[:, 1].sum(), stats[:, 2].sum()
-                value, metric, kind = 2 * tp / (2 * tp + fp + fn), "f1", "pope"
-            else:
-                stats = np.stack([right, np.ones(n, bool)], 1)
-                value, metric, kind = right.mean(), "exact_match", "mean"
-            results.append({"run": "demo", "selector": sel, "budget": budget, "seed": seed, "benchmark": bench,
-                            "metric": metric, "value": float(value), "n": n, "primary": True, "backend": "hf"})
-            items += [{"selector": sel, "budget": budget, "seed": seed, "benchmark": bench, "item": str(i),
-                       "kind": kind, "stats": stats[i].astype(float).tolist()} for i in range(n)]
+            _outcomes(results, items, key, bench, right, gold_yes)
     return pd.DataFrame(results), pd.DataFrame(timings), pd.DataFrame(items), demo_spec(store)
 
 
-def demo_store(root) -> "Path":
+def _outcomes(results: list, items: list, cell: tuple, bench: str, right, gold_yes) -> None:
+    """Append one cell's result row and per-item outcomes on ``bench`` (``right``: which items it answered right)."""
+    import numpy as np
+
+    sel, budget, seed = cell
+    n = len(right)
+    if bench == "emb_pope":
+        pred = np.where(right, gold_yes, ~gold_yes)
+        stats = np.stack([pred & gold_yes, pred & ~gold_yes, ~pred & gold_yes, ~pred & ~gold_yes], 1)
+        tp, fp, fn = stats[:, 0].sum(), stats[:, 1].sum(), stats[:, 2].sum()
+        value, metric, kind = 2 * tp / (2 * tp + fp + fn), "f1", "pope"
+    else:
+        stats = np.stack([right, np.ones(n, bool)], 1)
+        value, metric, kind = right.mean(), "exact_match", "mean"
+    results.append({"run": "demo", "selector": sel, "budget": budget, "seed": seed, "benchmark": bench,
+                    "metric": metric, "value": float(value), "n": n, "primary": True, "backend": "hf"})
+    items += [{"selector": sel, "budget": budget, "seed": seed, "benchmark": bench, "item": str(i),
+               "kind": kind, "stats": stats[i].astype(float).tolist()} for i in range(n)]
+
+
+def demo_store(root) -> Path:
     """A store holding the demo-shaped run: ``root/jobs`` (the pool manifest, every selection, each job's
     meta.json) and the run folder ``root/runs/demo`` (results, timings, items, spec). Returns the run folder."""
+    root = Path(root)
+    pool = demo_pool()
+    # the failed job left no meta.json: its lineage link goes nowhere
+    return write_store(root, "demo", demo_frames(str(root)), pool, demo_selections(pool),
+                       no_meta=frozenset({"finetune-xmas-20"}))
+
+
+def write_store(root: Path, name: str, frames: tuple, pool, selections: dict, no_meta: frozenset = frozenset()
+                ) -> Path:
+    """Lay a run's frames out as a store: the pool manifest, each selection, a meta.json per lineage job (but
+    ``no_meta``), and the run folder ``root/runs/<name>``, which it returns."""
     import json
-    from pathlib import Path
 
     from selbench.pool.manifest import Manifest, save_manifest
 
-    root = Path(root)
-    results, timings, items, spec = demo_frames(str(root))
-    pool = demo_pool()
+    results, timings, items, spec = frames
     save_manifest(Manifest(pool, root / "images", "demo-pool-hash", "demo.json"),
                   root / "jobs" / "prepare-demo" / "manifest.parquet")
-    for (sel, budget, _), uids in demo_selections(pool).items():
+    for (sel, budget, _), uids in selections.items():
         path = root / "jobs" / f"select-{sel}-{budget[:-1]}" / "selection.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(uids) + "\n")
     for col in ("prepare_job", "score_job", "select_job", "finetune_job", "evaluate_job"):
         for jid in timings[col].dropna().unique() if col in timings else []:
-            if col == "finetune_job" and jid == "finetune-xmas-20":
-                continue  # the failed job left no meta.json: its lineage link goes nowhere
+            if jid in no_meta:
+                continue
             meta = root / "jobs" / jid / "meta.json"
             meta.parent.mkdir(parents=True, exist_ok=True)
             meta.write_text(json.dumps({"job": jid}))
-    run_dir = root / "runs" / "demo"
+    run_dir = root / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     results.to_parquet(run_dir / "results.parquet", index=False)
     timings.to_parquet(run_dir / "timings.parquet", index=False)
@@ -260,18 +279,7 @@ def frames_with_sanity(store: str = "store") -> tuple[pd.DataFrame, pd.DataFrame
             "finetune_wall_s": 100.0 * size if tuned else None, "evaluate_wall_s": 5.0})
         for bench in DEMO_BENCH:
             right = count_right if bench == "emb_count" else rng.random(n) < SANITY_P[sel]
-            if bench == "emb_pope":
-                pred = np.where(right, gold_yes, ~gold_yes)
-                stats = np.stack([pred & gold_yes, pred & ~gold_yes, ~pred & gold_yes, ~pred & ~gold_yes], 1)
-                tp, fp, fn = stats[:, 0].sum(), stats[:, 1].sum(), stats[:, 2].sum()
-                value, metric, kind = 2 * tp / (2 * tp + fp + fn), "f1", "pope"
-            else:
-                stats = np.stack([right, np.ones(n, bool)], 1)
-                value, metric, kind = right.mean(), "exact_match", "mean"
-            new_results.append({"run": "demo", "selector": sel, "budget": budget, "seed": seed, "benchmark": bench,
-                                "metric": metric, "value": float(value), "n": n, "primary": True, "backend": "hf"})
-            new_items += [{"selector": sel, "budget": budget, "seed": seed, "benchmark": bench, "item": str(i),
-                           "kind": kind, "stats": stats[i].astype(float).tolist()} for i in range(n)]
+            _outcomes(new_results, new_items, (sel, budget, seed), bench, right, gold_yes)
     spec = {**spec, "name": "sanity", "references": ["oracle", "anti-oracle", "untuned"]}
     return (pd.concat([results, pd.DataFrame(new_results)], ignore_index=True),
             pd.concat([timings, pd.DataFrame(new_timings)], ignore_index=True),

@@ -5,14 +5,22 @@ line in the ARP plot. The whole report (HTML, cards, figures, exports) renders w
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.reports.frames import (
+    DEMO_BENCH,
+    DEMO_BUDGETS,
+    DEMO_POOL,
+    DEMO_SELECTORS,
+    demo_pool,
+    demo_selections,
+    frames_with_sanity,
+    write_store,
+)
 
-from selbench.pool.manifest import Manifest, save_manifest
 from selbench.reports import build_report
 from selbench.reports.export import to_latex, to_markdown
 from selbench.reports.tables import (
@@ -25,15 +33,6 @@ from selbench.reports.tables import (
     selectors_in_order,
     significance_table,
     time_table,
-)
-from tests.reports.frames import (
-    DEMO_BENCH,
-    DEMO_BUDGETS,
-    DEMO_POOL,
-    DEMO_SELECTORS,
-    demo_pool,
-    demo_selections,
-    frames_with_sanity,
 )
 
 SANITY = ["oracle", "anti-oracle"]
@@ -52,32 +51,14 @@ def sanity_run(tmp_path: Path, intervals: bool = True, display: dict | None = No
 def sanity_store(root: Path) -> Path:
     """The run in a store: the pool manifest, every selection (the oracle's and anti-oracle's too), each job's
     meta.json, and the run folder. Returns the run folder."""
-    results, timings, items, spec = frames_with_sanity(str(root))
     pool = demo_pool()
     selections = demo_selections(pool)
+    uids = list(pool["uid"])
     for k, kind in enumerate(SANITY):
         for budget in DEMO_BUDGETS:
             n = DEMO_POOL * int(budget[:-1]) // 100
-            uids = list(pool["uid"])
             selections[(kind, budget, 0)] = uids[:n] if k == 0 else uids[-n:]
-    save_manifest(Manifest(pool, root / "images", "demo-pool-hash", "demo.json"),
-                  root / "jobs" / "prepare-demo" / "manifest.parquet")
-    for (sel, budget, _), uids in selections.items():
-        path = root / "jobs" / f"select-{sel}-{budget[:-1]}" / "selection.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(uids) + "\n")
-    for col in ("prepare_job", "score_job", "select_job", "finetune_job", "evaluate_job"):
-        for jid in timings[col].dropna().unique():
-            meta = root / "jobs" / jid / "meta.json"
-            meta.parent.mkdir(parents=True, exist_ok=True)
-            meta.write_text(json.dumps({"job": jid}))
-    run_dir = root / "runs" / "sanity"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results.to_parquet(run_dir / "results.parquet", index=False)
-    timings.to_parquet(run_dir / "timings.parquet", index=False)
-    items.to_parquet(run_dir / "items.parquet", index=False)
-    (run_dir / "spec.json").write_text(json.dumps(spec))
-    return run_dir
+    return write_store(root, "sanity", frames_with_sanity(str(root)), pool, selections)
 
 
 def test_orders_have_no_untuned_budget_and_the_sanity_subsets_last(tmp_path: Path) -> None:
