@@ -58,3 +58,14 @@ def test_reserved_labels_and_missing_world_are_errors(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(_spec(references=["oracle"], display={"selectors": {
         "oracle": "Oracle (ground truth)"}})))
     assert load_spec(tmp_path / "s.yaml").display.selectors == {"oracle": "Oracle (ground truth)"}
+
+
+def test_later_spec_fields_leave_the_spec_hash_alone() -> None:
+    """`references` is recorded (and hashed) only when given; `executor.warm_workers` never (how jobs start is not
+    what they compute): a spec that uses neither keeps its hash, so the nightly sees no change."""
+    plain = RunSpec.model_validate(_spec())
+    assert "references" not in plain.recorded() and "warm_workers" not in plain.recorded()["executor"]
+    cold = RunSpec.model_validate(_spec(executor={"warm_workers": False}))
+    assert cold.fingerprint() == plain.fingerprint()
+    with_refs = RunSpec.model_validate(_spec(references=["oracle"]))
+    assert with_refs.recorded()["references"] == ["oracle"] and with_refs.fingerprint() != plain.fingerprint()

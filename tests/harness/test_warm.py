@@ -50,11 +50,13 @@ def _job_processes(store: Path) -> list[psutil.Process]:
 
 @pytest.mark.slow
 def test_warm_jobs_fail_time_out_and_match_a_cold_run(tmp_path: Path, small_world: Path) -> None:
+    said: list[str] = []
     warm = runner.run(_spec(tmp_path / "warm", small_world, [
         {"name": "random"},
         {"name": "crash", "impl": "tests.harness.hostile:CrashSelector"},
         {"name": "hang", "impl": "tests.harness.hostile:HangSelector"},
-    ], timeout_s={"score": 8, "finetune": 600, "evaluate": 600, "prepare": 120}))
+    ], timeout_s={"score": 8, "finetune": 600, "evaluate": 600, "prepare": 120}), on_message=said.append)
+    assert not [m for m in said if "warm worker" in m], said  # every job was forked: no fallback to cold
     store = Store(tmp_path / "warm" / "store")
     assert load_spec(tmp_path / "warm" / "spec.yaml").executor.warm_workers  # the default
     board = warm.board.set_index("selector")

@@ -23,6 +23,7 @@ def test_the_ground_truth_matches_the_pool_rows(small_world: Path, truth: list[d
     rows = json.loads((small_world / "pool" / "pool.json").read_text())
     assert len(truth) == len(rows)
     assert [t["skill"] for t in truth] == [r["skill"] for r in rows]
+    assert [t["id"] for t in truth] == [r["id"] for r in rows]
     assert all((t["scene"] == -1) == ("image" not in r) for t, r in zip(truth, rows))
     noisy = sum(t["noisy"] for t in truth)
     assert 0 < noisy < 0.25 * len(truth)  # some labels were flipped, most were not
@@ -71,6 +72,11 @@ def test_bad_input_is_named(small_world: Path, truth: list[dict], tmp_path: Path
     short.write_text(json.dumps({"world_version": world.WORLD_VERSION, "rows": truth[:3]}))
     with pytest.raises(sanity.SanityError, match="no ground truth for pool row 3"):
         sanity.load_truth(short, pool)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"world_version": world.WORLD_VERSION,
+                                 "rows": [{**truth[0], "id": "someone-else"}, *truth[1:]]}))
+    with pytest.raises(sanity.SanityError, match="pool row 0 has id .* not the embedded world's"):
+        sanity.load_truth(other, pool)
     with pytest.raises(sanity.SanityError, match="unreadable"):
         sanity.load_truth(tmp_path / "missing.json", pool)
     with pytest.raises(sanity.SanityError, match="unknown sanity reference 'genie'"):

@@ -308,6 +308,11 @@ class RunSpec(Strict):
         out = self.model_dump(mode="json")
         for field in ("env", "sandbox_env"):
             out["executor"][field] = {name: self.REDACTED for name in out["executor"][field]}
+        # fields added later are recorded only away from their default, so a spec that does not use them keeps
+        # its hash and the nightly sees no change; warm_workers never (it changes how jobs start, not results)
+        if not out["references"]:
+            del out["references"]
+        del out["executor"]["warm_workers"]
         return out
 
     def fingerprint(self) -> str:

@@ -2,8 +2,8 @@
 selbench.pool.world), which no selector sees. They bracket what selection can do on this world, so a leaderboard
 shows whether it measures anything at all:
 
-- **oracle** — clean labels only, the benchmarks' skills in equal shares (round-robin over the five benchmarks),
-  and no near-duplicates until every base scene of a skill has been used once;
+- **oracle** — clean labels only, the benchmarks in equal shares (round-robin over the five benchmarks, each fed by
+  the skills it tests), and no near-duplicates until every base scene of a benchmark's rows has been used once;
 - **anti-oracle** — the opposite: every row with a flipped label first, then off-benchmark rows (text-only
   arithmetic), then the most duplicated scenes, duplicates together.
 
@@ -47,10 +47,14 @@ def load_truth(path: Path, manifest: Manifest) -> list[dict]:
                           f"{WORLD_VERSION}: rebuild the world")
     rows = data["rows"]
     out = []
-    for idx, row in zip(manifest.frame["index"].tolist(), manifest.frame["row"].tolist()):
+    f = manifest.frame
+    for idx, row, sid in zip(f["index"].tolist(), f["row"].tolist(), f["source_id"].tolist()):
         if not 0 <= int(row) < len(rows):
             raise SanityError(f"{path}: no ground truth for pool row {row} (manifest index {idx}); "
                               f"the file has {len(rows)} rows")
+        if rows[int(row)].get("id") != sid:  # another pool than the world's (a spec's own `pool`)
+            raise SanityError(f"{path}: pool row {row} has id {sid!r}, the ground truth {rows[int(row)].get('id')!r}:"
+                              " this pool is not the embedded world's, the sanity references cannot select from it")
         out.append(rows[int(row)])
     return out
 

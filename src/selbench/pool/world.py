@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 # 2: label noise in multi-turn rows follows each turn's skill; 3: positional yes/no existence; 4: the generator's
-# ground truth per row (pool/truth.json) for the sanity references
-WORLD_VERSION = 4
+# ground truth per row (pool/truth.json) for the sanity references; 5: the truth names each row's id
+WORLD_VERSION = 5
 TRUTH = "truth.json"  # beside pool.json: per pool row, the generator's ground truth (make_pool)
 IMAGE_SIZE = 32
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -190,7 +190,7 @@ def _wrong_answer(skill: str, answer: str, rng: np.random.Generator) -> str:
 def make_pool(out: Path, n_samples: int, seed: int, noise: float = NOISE
               ) -> tuple[list[dict], list[dict], list[dict]]:
     """Write ``images/*.png`` under ``out``; return the LLaVA-format rows, stage-1 caption rows (one per image,
-    LCS-558K-like) and the generator's ground truth per row (``{"skill", "noisy", "scene"}``: whether any turn's
+    LCS-558K-like) and the generator's ground truth per row (``{"id", "skill", "noisy", "scene"}``: whether any turn's
     label was flipped, the base scene its image is a near-duplicate of, -1 for text rows) — what the sanity
     references (selbench.pool.sanity) select by; selectors never see it."""
     rng = np.random.default_rng([seed, 1])
@@ -214,7 +214,7 @@ def make_pool(out: Path, n_samples: int, seed: int, noise: float = NOISE
             q, a = q_text(rng)
             rows.append({"id": f"text-{i}", "conversations": [
                 {"from": "human", "value": q}, {"from": "gpt", "value": a}], "skill": skill})
-            truth.append({"skill": skill, "noisy": False, "scene": -1})
+            truth.append({"id": f"text-{i}", "skill": skill, "noisy": False, "scene": -1})
             i += 1
             continue
         want_numbers = skill == "ocr"
@@ -250,7 +250,7 @@ def make_pool(out: Path, n_samples: int, seed: int, noise: float = NOISE
         # Ids repeat in real data (same COCO id, several rows): id by image, not by row.
         rows.append({"id": name.removesuffix(".png"), "image": f"images/{name}", "conversations": conv,
                      "skill": skill})
-        truth.append({"skill": skill, "noisy": noisy, "scene": scene_of[name]})
+        truth.append({"id": rows[-1]["id"], "skill": skill, "noisy": noisy, "scene": scene_of[name]})
         i += 1
     captions = [{"id": f"cap-{name.removesuffix('.png')}", "image": f"images/{name}",
                  "conversations": [{"from": "human", "value": "<image>\nDescribe the image briefly."},

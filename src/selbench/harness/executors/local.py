@@ -310,8 +310,7 @@ class LocalExecutor:
             try:
                 return warm.start(job.id, log, env, kill_tags)
             except (OSError, RuntimeError, ValueError) as e:  # could not start or died: this run goes on cold
-                self._warm, self._warm_failed = None, True
-                self.on_message(f"warm worker unavailable ({e}); starting every job in a fresh interpreter")
+                self._give_up_warm(str(e))
         proc = start_job_process(self.store.root, job.id, log, env, self.spec.memory_limit_mb)
         return ProcessHandle(proc, kill_tags)
 
@@ -322,18 +321,28 @@ class LocalExecutor:
         s = self.spec
         if not s.warm_workers or s.gpus or s.memory_limit_mb is not None or type(self) is not LocalExecutor:
             return None
-        if self._warm is not None and self._warm.alive():
-            return self._warm
         if self._warm_failed:
+            return None
+        if self._warm is not None:
+            if self._warm.alive():
+                return self._warm
+            self._give_up_warm(f"it exited (log: {self._warm.log_path})")
             return None
         tags = {"SELBENCH_RUNNER": self.token, "SELBENCH_STORE": str(self.store.root.resolve())}
         try:
             self._warm = WarmWorker(self.store.root, job_env(s.threads_per_job, "", {**s.job_env(), **tags}),
                                     self.store.log_path("warm-worker"))
         except (OSError, RuntimeError) as e:
-            self._warm, self._warm_failed = None, True
-            self.on_message(f"warm worker unavailable ({e}); starting every job in a fresh interpreter")
+            self._give_up_warm(str(e))
         return self._warm
+
+    def _give_up_warm(self, why: str) -> None:
+        """Close the warm worker (its children die with it: none is left running beside a cold retry of its job)
+        and start every later job cold; said once."""
+        if self._warm is not None:
+            self._warm.close()
+        self._warm, self._warm_failed = None, True
+        self.on_message(f"warm worker unavailable ({why}); starting every job in a fresh interpreter")
 
     def cleanup(self) -> None:
         """What a killed run left: staging folders whose owner is dead, job processes whose runner is dead."""

@@ -56,12 +56,15 @@ def _preload() -> None:
             getattr(importlib.import_module(module), attr)
         except Exception:  # noqa: BLE001
             pass
+    # A fork copies only the calling thread: a Python thread holding a lock would leave it locked in every child.
+    # (The imports also start native threads — torch's, pyarrow's jemalloc background thread — as in any process
+    # that forks DataLoader workers after importing torch; those libraries register their own fork handlers.)
     extra = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-    if extra:  # a fork copies only the calling thread: a lock another thread held would never be released
+    if extra:
         raise RuntimeError(f"warm worker: threads started by the imports ({', '.join(extra)}); forking is unsafe")
 
 
-def _child(request: dict, proto: int) -> None:
+def _child(request: dict, proto: int, worker: int) -> None:
     """In the forked child: become the job's process, run it, exit with its code (never returns)."""
     rc = 1
     try:
@@ -72,6 +75,8 @@ def _child(request: dict, proto: int) -> None:
         prctl = _prctl()
         if prctl is not None:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the worker, which dies with the runner
+            if os.getppid() != worker:  # the worker died before the line above
+                os._exit(70)
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
@@ -88,14 +93,19 @@ def _child(request: dict, proto: int) -> None:
         from selbench.harness.job import execute
 
         rc = execute(request["store"], request["job"])
-    except SystemExit as e:
-        rc = e.code if isinstance(e.code, int) else 1
+    except SystemExit as e:  # as the interpreter treats it: None → 0, an int → itself, anything else printed → 1
+        if e.code is None or isinstance(e.code, int):
+            rc = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            rc = 1
     except BaseException:  # noqa: BLE001 — a failed job: its traceback goes to its log, as in a cold process
         traceback.print_exc()
         rc = 1
     finally:
-        try:
-            atexit._run_exitfuncs()  # what a fresh interpreter would run at exit (the same modules registered them)
+        try:  # what a fresh interpreter does at exit: join non-daemon threads, run the atexit handlers
+            threading._shutdown()  # type: ignore[attr-defined]
+            atexit._run_exitfuncs()
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
@@ -134,9 +144,10 @@ def serve() -> None:
             request = json.loads(line)
             sys.stdout.flush()
             sys.stderr.flush()
+            worker = os.getpid()
             pid = os.fork()
             if pid == 0:
-                _child(request, proto)
+                _child(request, proto, worker)
             send({"req": request["req"], "pid": pid})
 
 
@@ -218,10 +229,17 @@ class WarmWorker:
         return WarmHandle(self, int(reply["pid"]), tags)
 
     def exit_code(self, pid: int) -> int | None:
+        """The job's exit code once it ended (taken: the pid may be reused by a later job), else None."""
         with self._lock:
             if pid in self._exits:
-                return self._exits[pid]
-        return None if self.alive() else -signal.SIGKILL  # the worker died: so did its children
+                return self._exits.pop(pid)
+        if self.alive():
+            return None
+        self._reader.join(timeout=2)  # the worker died: read what it reported before that
+        with self._lock:
+            if pid in self._exits:
+                return self._exits.pop(pid)
+        return -signal.SIGKILL  # its children died with it
 
     def close(self) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
@@ -243,21 +261,30 @@ class WarmHandle:
 
     def __init__(self, worker: WarmWorker, pid: int, tags: dict[str, str]):
         self.worker, self.pid, self.tags = worker, pid, tags
+        self.rc: int | None = None
         self.timed_out: float | None = None
         self.error: str | None = None
         self.seconds: float | None = None
         self.n_gpus: int | None = None
 
     def poll(self) -> int | None:
-        return self.worker.exit_code(self.pid)
+        if self.rc is None:
+            self.rc = self.worker.exit_code(self.pid)
+            if self.rc is not None and not self.worker.alive() and self.error is None and self.rc == -signal.SIGKILL:
+                self.error = f"the warm worker died, and this job with it (log: {self.worker.log_path})"
+        return self.rc
 
     def kill(self) -> None:
         from selbench.harness.executors.local import kill_tagged
 
-        try:
-            os.killpg(self.pid, signal.SIGKILL)  # the job's session (it called setsid): it and its children
-        except ProcessLookupError:
-            pass
+        if self.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)  # the job's session (it called setsid): it and its children
+            except ProcessLookupError:  # not yet its own session leader: the process itself
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         deadline = time.monotonic() + 10
         while self.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
