@@ -59,14 +59,16 @@ def _result(proc: subprocess.Popen, log: Path) -> dict:
 
 
 def _job_processes(store: Path) -> list[psutil.Process]:
+    """Every process the executor started for jobs of ``store``: fresh interpreters (``python -m
+    selbench.harness.job STORE JOB``), the warm worker and the jobs forked from it — all carry the store's tag in the
+    environment they were started with (a forked job shows its worker's, which has it too)."""
     found = []
     for p in psutil.process_iter():
         try:
-            cmd = p.cmdline()
-        except psutil.Error:
+            if p.pid != os.getpid() and p.environ().get("SELBENCH_STORE") == str(store.resolve()):
+                found.append(p)
+        except (psutil.Error, OSError):
             continue
-        if "selbench.harness.job" in cmd and str(store) in cmd:
-            found.append(p)
     return found
 
 

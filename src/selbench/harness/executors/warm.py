@@ -41,6 +41,7 @@ PRELOAD = ("torch", "transformers", "selbench.harness.job", "selbench.harness.ex
 PRELOAD_ATTRS = (("transformers", "LlavaForConditionalGeneration"), ("transformers", "AutoProcessor"),
                  ("transformers", "AutoTokenizer"), ("transformers", "CLIPImageProcessor"))
 READY = "ready"
+PR_SET_NAME = 15
 
 
 # ------------------------------------------------------------------------------------------------ the worker side
@@ -77,6 +78,7 @@ def _child(request: dict, proto: int, worker: int) -> None:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the worker, which dies with the runner
             if os.getppid() != worker:  # the worker died before the line above
                 os._exit(70)
+            prctl(PR_SET_NAME, b"selbench-job", 0, 0, 0)  # what ps and top show (its cmdline stays the worker's)
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
