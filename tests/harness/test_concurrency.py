@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 from tests.conftest import small_run_spec
+from tests.harness.processes import job_processes
 
 from selbench.harness import runner
 from selbench.harness.plan import build_plan
@@ -58,20 +58,6 @@ def _result(proc: subprocess.Popen, log: Path) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def _job_processes(store: Path) -> list[psutil.Process]:
-    """Every process the executor started for jobs of ``store``: fresh interpreters (``python -m
-    selbench.harness.job STORE JOB``), the warm worker and the jobs forked from it — all carry the store's tag in the
-    environment they were started with (a forked job shows its worker's, which has it too)."""
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.pid != os.getpid() and p.environ().get("SELBENCH_STORE") == str(store.resolve()):
-                found.append(p)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
 @pytest.fixture(scope="module")
 def shared(small_world: Path, tmp_path_factory) -> dict:
     """Three runners started together on one store: two with the same spec (the run lock: one waits for the
@@ -109,19 +95,19 @@ def test_kill_dash_nine_leaves_no_job_process_and_the_rerun_gives_the_same_board
     proc = _start(spec, tmp_path / "killed.log")
     deadline = time.time() + 600
     while time.time() < deadline:  # a fine-tune in flight
-        if any((store / "jobs").glob("finetune-*.tmp-*")) and _job_processes(store):
+        if any((store / "jobs").glob("finetune-*.tmp-*")) and job_processes(store):
             break
         assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
         time.sleep(0.2)
     else:
         pytest.fail("never saw a fine-tune in flight")
-    assert _job_processes(store)
+    assert job_processes(store)
     os.kill(proc.pid, signal.SIGKILL)  # the runner alone: its jobs are in sessions of their own
     proc.wait()
     deadline = time.time() + 10
-    while _job_processes(store) and time.time() < deadline:
+    while job_processes(store) and time.time() < deadline:
         time.sleep(0.2)
-    assert not _job_processes(store), "a job process outlived its runner"
+    assert not job_processes(store), "a job process outlived its runner"
     # published jobs only: a job that finished in its staging folder but was not yet sealed when the runner died
     # is a staging folder of a dead owner, removed and redone
     before = {p.name for p in (store / "jobs").iterdir() if (p / "meta.json").exists() and ".tmp-" not in p.name}

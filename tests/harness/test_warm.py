@@ -8,13 +8,12 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
+from tests.harness.processes import job_processes
 
 from selbench.harness import runner
 from selbench.harness.spec import load_spec
 from selbench.harness.store import Store
-
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,17 +36,6 @@ def _spec(root: Path, world: Path, selectors: list[dict], **executor) -> Path:
     return root / "spec.yaml"
 
 
-def _job_processes(store: Path) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.pid != os.getpid() and p.environ().get("SELBENCH_STORE") == str(store.resolve()):
-                found.append(p)
-        except (psutil.Error, OSError):
-            pass
-    return found
-
-
 @pytest.mark.slow
 def test_warm_jobs_fail_time_out_and_match_a_cold_run(tmp_path: Path, small_world: Path) -> None:
     said: list[str] = []
@@ -65,7 +53,7 @@ def test_warm_jobs_fail_time_out_and_match_a_cold_run(tmp_path: Path, small_worl
     assert "timed out after 8s" in board.loc["hang", "reason"]
     assert store.log_path("warm-worker").exists()  # the jobs were forked, not started cold
     assert "=== " in store.log_path(warm.plan.cells[0].jobs["select"]).read_text()
-    assert not _job_processes(store.root), "a job process or the warm worker outlived the run"
+    assert not job_processes(store.root), "a job process or the warm worker outlived the run"
 
     cold = runner.run(_spec(tmp_path / "cold", small_world, [{"name": "random"}], warm_workers=False))
     assert not Store(tmp_path / "cold" / "store").log_path("warm-worker").exists()
