@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from selbench.harness.executors.handle import HandleState
 from selbench.harness.executors.local import LocalExecutor, job_env, runner_alive
 from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import STORE_FOLDERS, Job, Store
@@ -104,19 +105,13 @@ def outermost(paths: set[Path]) -> list[Path]:
     return out
 
 
-class ContainerHandle:
+class ContainerHandle(HandleState):
     """A running container as the scheduler sees it (same interface as ProcessHandle). ``seconds`` is the
     daemon's own measurement of the container (StartedAt → FinishedAt)."""
 
-    grace = 0.0
-
     def __init__(self, container, log: Path, memory_limit_mb: int | None, view: Path | None = None):
+        super().__init__()
         self.container, self.log, self.memory_limit_mb, self.view = container, log, memory_limit_mb, view
-        self.timed_out: float | None = None
-        self.error: str | None = None
-        self.rc: int | None = None
-        self.seconds: float | None = None
-        self.n_gpus: int | None = None
 
     def poll(self) -> int | None:
         if self.rc is not None:

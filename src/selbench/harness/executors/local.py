@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from selbench.harness.contracts import FAILED, SUCCEEDED, Outcome
+from selbench.harness.executors.handle import HandleState
 from selbench.harness.executors.warm import WarmWorker
 from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Lock, Store
@@ -233,19 +234,14 @@ class JobHandle(Protocol):
     def kill(self) -> None: ...
 
 
-class ProcessHandle:
+class ProcessHandle(HandleState):
     """A running job as the scheduler sees it: ``poll()`` (exit code or None), ``kill()``; the scheduler
     enforces the timeout itself (``grace`` 0). ``kill`` takes the process group and every process tagged with
     the job (``tags``: its descendants in sessions of their own, such as training ranks or a vLLM server)."""
 
-    grace = 0.0
-
     def __init__(self, proc: subprocess.Popen, tags: dict[str, str] | None = None):
+        super().__init__()
         self.proc, self.tags = proc, tags
-        self.timed_out: float | None = None
-        self.error: str | None = None
-        self.seconds: float | None = None
-        self.n_gpus: int | None = None
 
     def poll(self) -> int | None:
         return self.proc.poll()

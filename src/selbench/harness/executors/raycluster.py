@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from selbench.harness.contracts import Outcome
+from selbench.harness.executors.handle import HandleState
 from selbench.harness.executors.local import (
     LocalExecutor,
     ProcessHandle,
@@ -59,19 +60,15 @@ def run_job_task(store_root: str, job_id: str, timeout_s: float | None, memory_l
             "n_gpus": len(gpus.split(",")) if gpus else 0}
 
 
-class RayTaskHandle:
+class RayTaskHandle(HandleState):
     """A submitted task as the scheduler sees it. The task enforces the timeout; the driver only steps in
     ``grace`` seconds later (a lost node)."""
 
     grace = DRIVER_GRACE_S
 
     def __init__(self, ref):
+        super().__init__()
         self.ref = ref
-        self.rc: int | None = None
-        self.timed_out: float | None = None
-        self.error: str | None = None
-        self.seconds: float | None = None
-        self.n_gpus: int | None = None
 
     def poll(self) -> int | None:
         import ray

@@ -31,6 +31,8 @@ import time
 import traceback
 from pathlib import Path
 
+from selbench.harness.executors.handle import HandleState
+
 # What a job imports before it does any work; each import that fails is skipped (its jobs import it themselves).
 PRELOAD = ("torch", "transformers", "selbench.harness.job", "selbench.harness.executors.local",
            "selbench.harness.stages.prepare",
@@ -256,18 +258,12 @@ class WarmWorker:
             self.proc.stdout.close()
 
 
-class WarmHandle:
+class WarmHandle(HandleState):
     """A job forked by the warm worker, as the scheduler sees it (the JobHandle protocol of the local executor)."""
 
-    grace = 0.0
-
     def __init__(self, worker: WarmWorker, pid: int, tags: dict[str, str]):
+        super().__init__()
         self.worker, self.pid, self.tags = worker, pid, tags
-        self.rc: int | None = None
-        self.timed_out: float | None = None
-        self.error: str | None = None
-        self.seconds: float | None = None
-        self.n_gpus: int | None = None
 
     def poll(self) -> int | None:
         if self.rc is None:
