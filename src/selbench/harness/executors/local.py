@@ -16,7 +16,6 @@ differently. It is the authority on the store (docs/containers.md, "Trust"):
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
@@ -36,9 +35,9 @@ from selbench.harness.executors.handle import HandleState
 from selbench.harness.executors.warm import WarmWorker
 from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Lock, Store
+from selbench.models.ranks import PR_SET_PDEATHSIG, libc_prctl
 
 GPU_STAGES = ("score", "finetune", "evaluate")  # prepare and select are CPU work: they take no device
-PR_SET_PDEATHSIG = 1
 
 
 def failure_reason(rc: int, log: Path, timed_out: float | None) -> str:
@@ -178,23 +177,13 @@ def start_watchdog(token: str, docker_host: str | None = None) -> subprocess.Pop
                             start_new_session=True)
 
 
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl, looked up in the parent (nothing is loaded between fork and exec)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
 def start_job_process(store_root: Path, job_id: str, log_path: Path, env: dict[str, str],
                       memory_limit_mb: int | None) -> subprocess.Popen:
     """The job entrypoint every executor runs: ``python -m selbench.harness.job STORE JOB`` in its own session
     (so a timeout can kill the whole process group), output appended to the job's log. The kernel kills it when
     the process that started it dies (``PR_SET_PDEATHSIG``)."""
     limit_bytes = memory_limit_mb * 2**20 if memory_limit_mb is not None else None
-    prctl, parent = _prctl(), os.getpid()
+    prctl, parent = libc_prctl(), os.getpid()
 
     def setup() -> None:  # runs in the child before exec
         if prctl is not None:

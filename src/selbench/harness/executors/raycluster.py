@@ -11,13 +11,21 @@ measures the job's wall seconds on its node. A job process dies with the Ray wor
 (``PR_SET_PDEATHSIG``); the driver's watchdog kills tagged job processes on the driver's host.
 ``executor.ray_address`` names the cluster (``host:port``); without it a private single-node cluster is started for
 the run and stopped after.
+
+A score job that splits its extraction over ``workers`` processes (``executor.score_workers``) gets a placement group
+of that many bundles (each ``threads_per_job`` CPUs and, on a GPU cluster, one GPU), reserved all at once so two such
+jobs can never each hold part of what they need: the job's task runs in bundle 0 and starts ranks 1.. as Ray tasks in
+the other bundles (selbench.models.ranks.RayRanks), on whichever nodes Ray packed them. The group is removed when the
+job ends.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +40,7 @@ from selbench.harness.executors.local import (
 )
 from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Store
+from selbench.models.ranks import RAY_NODE_ENV, RAY_RANKS_ENV
 
 # How long past its own timeout the driver waits before cancelling a task whose node stopped answering.
 DRIVER_GRACE_S = 60.0
@@ -44,7 +53,7 @@ def run_job_task(store_root: str, job_id: str, timeout_s: float | None, memory_l
 
     root = Path(store_root)
     gpus = ",".join(str(g) for g in ray.get_gpu_ids())  # what Ray granted this task; none for CPU stages
-    env = job_env(threads, gpus, extra_env)
+    env = job_env(threads, gpus, {**extra_env, RAY_NODE_ENV: ray.get_runtime_context().get_node_id()})
     tags: dict[str, str] = {k: extra_env[k] for k in ("SELBENCH_RUNNER", "SELBENCH_JOB") if k in extra_env}
     handle = ProcessHandle(start_job_process(root, job_id, root / "logs" / f"{job_id}.log", env, memory_limit_mb),
                            tags)
@@ -66,9 +75,10 @@ class RayTaskHandle(HandleState):
 
     grace = DRIVER_GRACE_S
 
-    def __init__(self, ref):
+    def __init__(self, ref, group=None, ranks: int = 1):
         super().__init__()
-        self.ref = ref
+        self.ref, self.group = ref, group  # group: the placement group of a split score job's ranks
+        self.ranks = ranks  # Ray tasks the job runs as, each with the task's GPUs
 
     def poll(self) -> int | None:
         import ray
@@ -79,19 +89,29 @@ class RayTaskHandle(HandleState):
                 try:
                     out = ray.get(self.ref)
                     self.rc, self.timed_out = out["rc"], out["timed_out"]
-                    self.seconds, self.n_gpus = out["seconds"], out["n_gpus"]
+                    self.seconds, self.n_gpus = out["seconds"], out["n_gpus"] * self.ranks
                 except Exception as e:  # worker died, node lost, task cancelled: the cell says so
                     self.rc = -1
                     first = str(e).splitlines()[0] if str(e) else ""
                     self.error = f"ray task failed: {type(e).__name__}: {first}"[:500]
+                self._release()
         return self.rc
 
     def kill(self) -> None:
         import ray
 
         ray.cancel(self.ref, force=True)
+        self._release()
         self.rc = -9
         self.error = "ray task cancelled by the driver: no answer past its timeout"
+
+    def _release(self) -> None:
+        """Remove the job's placement group: Ray ends the rank tasks still in it."""
+        if self.group is not None:
+            from ray.util import remove_placement_group
+
+            remove_placement_group(self.group)
+            self.group = None
 
 
 class RayExecutor(LocalExecutor):
@@ -105,6 +125,7 @@ class RayExecutor(LocalExecutor):
         super().__init__(spec, store)
         self._remote: Any = None  # the Ray remote function, made once the cluster is up
         self._gpu_jobs = False
+        self._cluster: dict[str, str] = {}  # the GCS address and namespace a split score job's ranks join
 
     def run(self, jobs: list[Job], on_event: Callable[[Job, Outcome | None], None] = lambda j, o: None
             ) -> dict[str, Outcome]:
@@ -117,24 +138,61 @@ class RayExecutor(LocalExecutor):
                 ray.init(address=self.spec.ray_address, log_to_driver=False)
             else:  # a private cluster for this run; a short temp dir (Ray's socket paths have a length limit)
                 tmp = tempfile.mkdtemp(prefix="sbray-", dir="/tmp")
-                ray.init(num_cpus=max(self.spec.max_parallel, 1) * (self.spec.threads_per_job or 1),
+                slots = max(self.spec.max_parallel, self.spec.score_workers, 1)
+                ray.init(num_cpus=slots * (self.spec.threads_per_job or 1),
                          include_dashboard=False, log_to_driver=False, _temp_dir=tmp)
             started = True
         try:
             self._gpu_jobs = ray.cluster_resources().get("GPU", 0) > 0
+            context = ray.get_runtime_context()
+            self._cluster = {"address": context.gcs_address, "namespace": context.namespace}
+            self._check_rank_groups(jobs, ray.cluster_resources())
             self._remote = ray.remote(max_retries=0)(run_job_task)
             return super().run(jobs, on_event)
         finally:
             if started:
                 ray.shutdown()
 
+    def _ranks(self, job: Job) -> int:
+        """How many Ray tasks a job runs as: a split score job's ``workers``, else 1."""
+        return int(job.config.get("workers", 1)) if job.stage == "score" else 1
+
+    def _bundle(self, job: Job) -> dict[str, float]:
+        """What each rank of a split score job reserves: its CPUs and, on a GPU cluster, one GPU."""
+        gpus = {"GPU": 1.0} if self._gpu_jobs else {}
+        return {"CPU": float(self.spec.threads_per_job or 1), **gpus}
+
+    def _check_rank_groups(self, jobs: list[Job], total: dict[str, float]) -> None:
+        """Fail before any work when the cluster could never hold a split score job's ranks (its placement group
+        would wait forever)."""
+        for job in jobs:
+            if (n := self._ranks(job)) > 1:
+                short = {k: n * v for k, v in self._bundle(job).items() if n * v > total.get(k, 0)}
+                if short:
+                    have = ", ".join(f"{total.get(k, 0):g} {k}" for k in short)
+                    raise ValueError(f"score job {job.id}: executor.score_workers {n} needs " + ", ".join(
+                        f"{v:g} {k}" for k, v in short.items()) + f" at once (one bundle per rank); the Ray "
+                        f"cluster has {have}")
+
     def _launch(self, job: Job, gpus: tuple[int, ...], staging: Path) -> RayTaskHandle:
+        from ray.util import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
         extra = {k: v for k, v in os.environ.items() if k == "PYTHONPATH" or k.startswith("SELBENCH_")}
         extra.update(self.spec.job_env())
         extra.update(self.job_tags(job, staging))  # the staging folder (shared filesystem) and the runner's tags
-        options = {"num_cpus": self.spec.threads_per_job or 1,
-                   "num_gpus": self.devices_needed(job) if self._gpu_jobs else 0}
+        options: dict[str, Any] = {"num_cpus": self.spec.threads_per_job or 1,
+                                   "num_gpus": self.devices_needed(job) if self._gpu_jobs else 0}
+        group = None
+        if (n := self._ranks(job)) > 1:  # all ranks reserved at once; this task is rank 0, in bundle 0
+            bundle = self._bundle(job)
+            name = f"selbench-{job.id}-{uuid.uuid4().hex[:8]}"
+            group = placement_group([bundle] * n, strategy="PACK", name=name)
+            options.update(num_gpus=bundle.get("GPU", 0.0), scheduling_strategy=PlacementGroupSchedulingStrategy(
+                group, placement_group_bundle_index=0))
+            extra[RAY_RANKS_ENV] = json.dumps({**self._cluster, "placement_group": name,
+                                               "cpus": bundle["CPU"], "gpus": bundle.get("GPU", 0.0)})
         ref = self._remote.options(**options).remote(
             str(self.store.root.resolve()), job.id, self.spec.timeout_s.get(job.stage),
             self.spec.memory_limit_mb, self.spec.threads_per_job, extra)
-        return RayTaskHandle(ref)
+        return RayTaskHandle(ref, group, n)

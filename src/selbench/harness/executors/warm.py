@@ -73,9 +73,9 @@ def _child(request: dict, proto: int, worker: int) -> None:
     try:
         os.close(proto)
         os.setsid()  # its own session: a timeout kills the job's whole process group
-        from selbench.harness.executors.local import PR_SET_PDEATHSIG, _prctl
+        from selbench.models.ranks import PR_SET_PDEATHSIG, libc_prctl
 
-        prctl = _prctl()
+        prctl = libc_prctl()
         if prctl is not None:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the worker, which dies with the runner
             if os.getppid() != worker:  # the worker died before the line above
@@ -161,10 +161,10 @@ class WarmWorker:
     """The runner's end: ``start(job_id, log, env)`` → a handle the scheduler polls like a process."""
 
     def __init__(self, store_root: Path, env: dict[str, str], log_path: Path, ready_timeout: float = 300.0):
-        from selbench.harness.executors.local import PR_SET_PDEATHSIG, _prctl
+        from selbench.models.ranks import PR_SET_PDEATHSIG, libc_prctl
 
         self.store_root = store_root
-        prctl, parent = _prctl(), os.getpid()
+        prctl, parent = libc_prctl(), os.getpid()
 
         def setup() -> None:
             if prctl is not None:
