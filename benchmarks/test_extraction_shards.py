@@ -1,12 +1,13 @@
 """Selection math at LLaVA-665K scale from memory-mapped float16 features (what sharded extraction leaves), on CPU:
-PRISM's ``redundancy_scores`` and ScalSelect's ``leverage_scores``, each in a fresh process reading the features
-with ``np.load(mmap_mode="r")``; its compute time and peak RSS (``ru_maxrss``, which counts the mapped file's pages
-it touched) are recorded.
+PRISM's ``redundancy_scores``, ScalSelect's ``leverage_scores`` and COINCIDE's spherical k-means (``KMEANS``: 1,000
+clusters, 2 iterations — the memory of the full 10,000 × 20 run, a tenth of one iteration's search; the real run
+belongs on a GPU), each in a fresh process reading the features with ``np.load(mmap_mode="r")``; its compute time
+and peak RSS (``ru_maxrss``, which counts the mapped file's pages it touched) are recorded.
 
     make bench                       # 100,000 × 4,096 (0.8 GB of features)
     SELBENCH_BENCH_665K=1 .venv/bin/python -m pytest benchmarks/test_extraction_shards.py --benchmark-only -s
                                      # + 665,298 × 4,096 (5.4 GB, generated once in ~2 min; runs ~5 min)
-    .venv/bin/python benchmarks/test_extraction_shards.py prism|scalselect ROWS   # one measurement, as JSON
+    .venv/bin/python benchmarks/test_extraction_shards.py prism|scalselect|coincide ROWS   # one, as JSON
     .venv/bin/python benchmarks/test_extraction_shards.py generate ROWS PROCESSES # the features alone
 
 Targets on 2 cores (issue #20): each ≤ 3 minutes with peak RSS ≤ 8 GB at 665K × 4096. The features are seeded
@@ -32,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SELBENCH_BENCH_DIR", REPO / ".cache" / "bench"))
 D = 4096
 SIZES = {"100k": 100_000, "665k": 665_298}
+KMEANS = {"k": 1000, "niter": 2}  # COINCIDE's clustering, shortened: its memory does not depend on k or niter
 
 
 def _write_rows(path: Path, lo: int, hi: int) -> None:
@@ -76,6 +78,11 @@ def measure(method: str, path: Path) -> dict:
         from selbench.selectors.prism import redundancy_scores
 
         out, extra = redundancy_scores(x, "row"), {}
+    elif method == "coincide":
+        from selbench.selectors.coincide import spherical_kmeans
+
+        _, out = spherical_kmeans(x, KMEANS["k"], KMEANS["niter"], 0)
+        extra = dict(KMEANS)
     else:
         from selbench.selectors.scalselect import leverage_scores
 
@@ -89,7 +96,7 @@ def measure(method: str, path: Path) -> dict:
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
-@pytest.mark.parametrize("method", ["prism", "scalselect"])
+@pytest.mark.parametrize("method", ["prism", "scalselect", "coincide"])
 def test_selection_math_memmap_fp16(benchmark, method: str, size: str) -> None:
     if size == "665k" and not os.environ.get("SELBENCH_BENCH_665K"):
         pytest.skip("set SELBENCH_BENCH_665K=1 for 665,298 × 4,096 (5.4 GB of features)")

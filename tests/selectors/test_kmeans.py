@@ -62,6 +62,30 @@ def test_cpu_path_is_the_direct_faiss_call_as_before(auto) -> None:
                           km.index.search(t32, 1)[1][:, 0].astype(np.int64))
 
 
+def test_float16_features_cluster_from_their_mapped_file_bit_for_bit(monkeypatch, auto, tmp_path) -> None:
+    """COINCIDE's stored float16 features: trained on as fp16 codes and assigned block by block — the centroids and
+    labels of ``Kmeans.train`` on the float32 copy, bit for bit, without making that N × D float32 copy."""
+    import tracemalloc
+
+    n, d = 10_000, 512
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float16, shape=(n, d))
+    x[:] = unit_rows(n, d, seed=8)
+    x.flush()
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    monkeypatch.setattr(_kmeans, "SEARCH_BLOCK", 4096)  # three assignment blocks, the last one short
+    tracemalloc.start()
+    centroids, labels = spherical_kmeans(mapped, 40, niter=8, seed=3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < n * d * 4 / 2, f"{peak / 2**20:.1f} MiB traced: the float32 copy is {n * d * 4 / 2**20:.1f} MiB"
+
+    x32 = np.asarray(mapped, dtype=np.float32)
+    km = faiss.Kmeans(d, 40, niter=8, spherical=True, seed=3, verbose=False, max_points_per_centroid=100_000)
+    km.train(x32)
+    assert np.array_equal(centroids, km.centroids.astype(np.float64))
+    assert np.array_equal(labels, km.index.search(x32, 1)[1][:, 0].astype(np.int64))
+
+
 def test_device_choice_without_gpu_support(monkeypatch, auto) -> None:
     assert not _kmeans.faiss_has_gpu(faiss)  # this venv (and the CPU image) has faiss-cpu
     assert kmeans_device() == "cpu"

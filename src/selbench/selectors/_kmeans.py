@@ -9,6 +9,12 @@ then on the iterations diverge: labels, and whatever is computed from them, may 
 
 The device is not part of any job's config (job ids stay as they are); the selectors say in their notes which one
 clustered (``kmeans_note``).
+
+Memory: float16 features (COINCIDE's, stored and memory-mapped) are never copied to one float32 array, which at
+LLaVA-665K size would be N × D × 4 bytes (54 GB for TinyLLaVA's 20,480-dim features). faiss trains on them as fp16
+codes (``Clustering.train_encoded`` with an fp16 scalar-quantizer codec, decoding rows as it needs them) and the final
+assignment reads them in blocks. fp16 → float32 decoding is exact and the search blocks are multiples of faiss's own
+query block, so centroids and labels are bit for bit those of ``Kmeans.train`` on the float32 copy (tested).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 
 ENV = "SELBENCH_KMEANS"  # auto (default): the GPU when one is visible and faiss has GPU support; cpu; gpu (or fail)
 Device = Literal["cpu", "gpu"]
+SEARCH_BLOCK = 32_768  # rows decoded per assignment search: faiss's decode block, a multiple of its 4,096-query block
 
 
 def faiss_has_gpu(faiss: Any) -> bool:
@@ -70,11 +77,21 @@ def faiss_kmeans(x: np.ndarray, k: int, *, niter: int, seed: int, device: Device
     import faiss
 
     device = device or kmeans_device()
-    x32 = np.ascontiguousarray(x, dtype=np.float32)
-    km = faiss.Kmeans(x32.shape[1], k, niter=niter, seed=seed, verbose=False, **params)
+    n, d = x.shape
+    km = faiss.Kmeans(d, k, niter=niter, seed=seed, verbose=False, **params)
     if device == "gpu":
         resources = faiss.StandardGpuResources()  # referenced until the search below is done
         km.index = faiss.index_cpu_to_gpu(resources, 0, km.index)
-    km.train(x32)
-    _, labels = km.index.search(x32, 1)  # the index holds the final centroids (on the GPU when it ran there)
-    return km.centroids, labels[:, 0].astype(np.int64)
+    if x.dtype != np.float16:
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        km.train(x32)
+        _, labels = km.index.search(x32, 1)  # the index holds the final centroids (on the GPU when it ran there)
+        return km.centroids, labels[:, 0].astype(np.int64)
+    # float16 (memory-mapped features): train on the codes, decoded as faiss goes; no N × D float32 copy
+    clus = faiss.Clustering(d, k, km.cp)
+    clus.train_encoded(np.ascontiguousarray(x).view(np.uint8),  # a view of the mapped file, not a copy
+                       faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16), km.index)
+    centroids = faiss.vector_float_to_array(clus.centroids).reshape(k, d)
+    labels = np.concatenate([km.index.search(np.asarray(x[i:i + SEARCH_BLOCK], dtype=np.float32), 1)[1][:, 0]
+                             for i in range(0, n, SEARCH_BLOCK)])
+    return centroids, labels.astype(np.int64)
