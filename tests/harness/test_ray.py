@@ -167,7 +167,9 @@ def test_a_split_score_job_runs_its_ranks_as_ray_tasks_on_two_nodes(tmp_path, sm
 
 
 @pytest.mark.ray
-def test_a_failed_ray_rank_is_reported_with_its_log(tmp_path, two_nodes) -> None:
+def test_a_failed_ray_rank_is_reported_with_its_log(tmp_path, two_nodes, monkeypatch) -> None:
+    """A rank that exits 3 fails the job with its node and log; the ranks get executor.env's variables (named in the
+    placement info, valued from rank 0's environment) and exactly their bundle's GPUs (none here)."""
     import ray
     from ray.util import placement_group, remove_placement_group
 
@@ -178,10 +180,13 @@ def test_a_failed_ray_rank_is_reported_with_its_log(tmp_path, two_nodes) -> None
     try:
         group = placement_group([{"CPU": 1.0}] * 2, name="ranks-fail")
         ray.get(group.ready(), timeout=60)
-        argv = [sys.executable, "-c", "import sys; print('boom in rank', sys.argv[1]); sys.exit(3)"]
-        how = {"address": two_nodes, "namespace": "t", "placement_group": "ranks-fail", "cpus": 1.0, "gpus": 0.0}
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        argv = [sys.executable, "-c", "import os, sys; print('boom in rank', sys.argv[1], os.environ.get("
+                "'HF_HUB_OFFLINE'), repr(os.environ['CUDA_VISIBLE_DEVICES'])); sys.exit(3)"]
+        how = {"address": two_nodes, "namespace": "t", "placement_group": "ranks-fail", "cpus": 1.0, "gpus": 0.0,
+               "env": ["HF_HUB_OFFLINE"]}
         with pytest.raises(RankError, match=r"(?s)rank 1 of 2 \(Ray task, pid \d+ on .*\) exited with code 3"
-                                            r".*boom in rank 1.*shard-9"):
+                                            r".*boom in rank 1 1 ''.*shard-9"):
             with RayRanks(argv, 2, tmp_path, how) as ranks:
                 wait_for([tmp_path / "shard-9.npy"], ranks.dead_peer)
         remove_placement_group(group)
@@ -206,7 +211,6 @@ def test_ray_ranks_die_with_rank_0(tmp_path, two_nodes) -> None:
 
     import ray
     from ray.util import placement_group, remove_placement_group
-
     from tests.harness.processes import job_processes
 
     store = tmp_path / "store"  # only a tag here: the ranks carry the job's SELBENCH_* variables
@@ -230,3 +234,23 @@ def test_ray_ranks_die_with_rank_0(tmp_path, two_nodes) -> None:
         remove_placement_group(group)
     finally:
         ray.shutdown()
+
+
+def test_ranks_a_cluster_cannot_hold_are_refused_before_any_work(tmp_path) -> None:
+    """Two bundles of 2 CPUs + 1 GPU: two 1-GPU nodes hold them, one 2-GPU node with 2 CPUs does not (the totals
+    would), nor nodes that have the GPUs but too few CPUs."""
+    from types import SimpleNamespace
+
+    from selbench.harness.executors.raycluster import RayExecutor
+    from selbench.harness.spec import ExecutorSpec
+
+    ex = RayExecutor(ExecutorSpec(kind="ray", score_workers=2, threads_per_job=2), Store(tmp_path / "s"))
+    ex._gpu_jobs = True
+    jobs = [SimpleNamespace(stage="score", id="score-abc", config={"workers": 2}),
+            SimpleNamespace(stage="finetune", id="finetune-x", config={})]
+    ex._check_rank_groups(jobs, [{"CPU": 2.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}])
+    ex._check_rank_groups(jobs, [{"CPU": 4.0, "GPU": 2.0}])
+    for nodes in ([{"CPU": 2.0, "GPU": 2.0}], [{"CPU": 1.0, "GPU": 1.0}, {"CPU": 3.0, "GPU": 1.0}]):
+        with pytest.raises(ValueError, match=r"score job score-abc: executor.score_workers 2 needs 2 bundles of "
+                                             r"2 CPU \+ 1 GPU at once; the Ray cluster's nodes \(.*\) hold 1"):
+            ex._check_rank_groups(jobs, nodes)

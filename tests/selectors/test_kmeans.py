@@ -67,12 +67,12 @@ def test_float16_features_cluster_from_their_mapped_file_bit_for_bit(monkeypatch
     labels of ``Kmeans.train`` on the float32 copy, bit for bit, without making that N × D float32 copy."""
     import tracemalloc
 
-    n, d = 10_000, 512
+    n, d = 4 * 4096 + 7, 512  # with 4,096-row blocks the last has 7 rows: faiss would search it with its own kernel
     x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float16, shape=(n, d))
     x[:] = unit_rows(n, d, seed=8)
     x.flush()
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
-    monkeypatch.setattr(_kmeans, "SEARCH_BLOCK", 4096)  # three assignment blocks, the last one short
+    monkeypatch.setattr(_kmeans, "SEARCH_BLOCK", 4096)  # five blocks (training's decoding too), the last one short
     tracemalloc.start()
     centroids, labels = spherical_kmeans(mapped, 40, niter=8, seed=3)
     peak = tracemalloc.get_traced_memory()[1]
@@ -84,6 +84,15 @@ def test_float16_features_cluster_from_their_mapped_file_bit_for_bit(monkeypatch
     km.train(x32)
     assert np.array_equal(centroids, km.centroids.astype(np.float64))
     assert np.array_equal(labels, km.index.search(x32, 1)[1][:, 0].astype(np.int64))
+    distances, found = _kmeans.search_blocks(km.index, mapped)  # the distances too, not only the labels
+    one_call = km.index.search(x32, 1)
+    assert np.array_equal(distances, one_call[0][:, 0]) and np.array_equal(found, one_call[1][:, 0])
+    assert faiss.cvar.distance_compute_blas_threshold == 128_000  # faiss's setting is restored
+
+    x[5_000, 17] = np.nan  # faiss would abort the process on it (it checks float32 input only)
+    x.flush()
+    with pytest.raises(ValueError, match=r"row 5000 \(of 16391\) is not finite"):
+        spherical_kmeans(np.load(tmp_path / "x.npy", mmap_mode="r"), 40, niter=2, seed=3)
 
 
 def test_device_choice_without_gpu_support(monkeypatch, auto) -> None:

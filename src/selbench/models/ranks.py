@@ -117,14 +117,16 @@ class RayRanks:
             ray.init(address=ray_ranks["address"], namespace=ray_ranks["namespace"], log_to_driver=False,
                      configure_logging=False)
         group = get_placement_group(self.group)
-        env = {k: v for k, v in os.environ.items() if k not in (RAY_RANKS_ENV, RAY_NODE_ENV)
-               and (k == "PYTHONPATH" or k.startswith(("SELBENCH_", "OMP_", "MKL_")))}
+        passed = set(ray_ranks.get("env", []))  # executor.env: its names; the values are this process's
+        env = {k: v for k, v in os.environ.items() if k not in (RAY_RANKS_ENV, RAY_NODE_ENV) and (
+            k in passed or k == "PYTHONPATH" or k.startswith(("SELBENCH_", "OMP_", "MKL_")))}
         env["SELBENCH_NO_PROGRESS"] = "1"
+        limit = ray_ranks.get("memory_limit_mb")
         task = ray.remote(max_retries=0)(run_rank_task)
         self.refs = {rank: task.options(
             num_cpus=ray_ranks["cpus"], num_gpus=ray_ranks["gpus"],
             scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=rank),
-        ).remote([*argv, str(rank)], str(self.log(rank)), env) for rank in range(1, world)}
+        ).remote([*argv, str(rank)], str(self.log(rank)), env, limit) for rank in range(1, world)}
         self.results: dict[int, dict[str, Any]] = {}
 
     def log(self, rank: int) -> Path:
@@ -191,20 +193,27 @@ class RayRanks:
                 ray.shutdown()
 
 
-def run_rank_task(argv: list[str], log: str, env: dict[str, str]) -> dict[str, Any]:
-    """Runs inside a Ray worker: one rank as a subprocess that the kernel kills when this worker dies; returns its
-    exit code and where it ran."""
+def run_rank_task(argv: list[str], log: str, env: dict[str, str], memory_limit_mb: int | None = None
+                  ) -> dict[str, Any]:
+    """Runs inside a Ray worker: one rank as a subprocess that the kernel kills when this worker dies (under the
+    job's address-space limit, if any); returns its exit code and where it ran."""
+    import resource
+
     import ray
 
-    full = {**os.environ, **env}  # the worker's: CUDA_VISIBLE_DEVICES is the GPU of this task's bundle
+    # exactly the GPUs of this task's bundle (none on a cluster without GPUs: Ray leaves the variable alone then)
+    full = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in ray.get_gpu_ids())}
     node = ray.get_runtime_context().get_node_id()
     prctl, parent = libc_prctl(), os.getpid()
+    limit = memory_limit_mb * 2**20 if memory_limit_mb is not None else None
 
     def setup() -> None:  # runs in the child before exec
         if prctl is not None:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if os.getppid() != parent:  # the worker died before the line above
                 os._exit(70)
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     with open(log, "ab") as out:
         out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {argv[-1] if argv else ''} on {socket.gethostname()} "

@@ -13,13 +13,17 @@ clustered (``kmeans_note``).
 Memory: float16 features (COINCIDE's, stored and memory-mapped) are never copied to one float32 array, which at
 LLaVA-665K size would be N × D × 4 bytes (54 GB for TinyLLaVA's 20,480-dim features). faiss trains on them as fp16
 codes (``Clustering.train_encoded`` with an fp16 scalar-quantizer codec, decoding rows as it needs them) and the final
-assignment reads them in blocks. fp16 → float32 decoding is exact and the search blocks are multiples of faiss's own
-query block, so centroids and labels are bit for bit those of ``Kmeans.train`` on the float32 copy (tested).
+assignment reads them in blocks. fp16 → float32 decoding is exact, the blocks are multiples of faiss's own 4,096-query
+BLAS block, and every block takes the kernel one search over all rows would take (faiss picks BLAS by rows × d: a
+short last block would otherwise take its other kernel), so on the CPU centroids and labels are bit for bit those of
+``Kmeans.train`` on the float32 copy (tested; on the GPU faiss cuts the queries its own way: not shown equal).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -88,10 +92,44 @@ def faiss_kmeans(x: np.ndarray, k: int, *, niter: int, seed: int, device: Device
         _, labels = km.index.search(x32, 1)  # the index holds the final centroids (on the GPU when it ran there)
         return km.centroids, labels[:, 0].astype(np.int64)
     # float16 (memory-mapped features): train on the codes, decoded as faiss goes; no N × D float32 copy
-    clus = faiss.Clustering(d, k, km.cp)
-    clus.train_encoded(np.ascontiguousarray(x).view(np.uint8),  # a view of the mapped file, not a copy
-                       faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16), km.index)
-    centroids = faiss.vector_float_to_array(clus.centroids).reshape(k, d)
-    labels = np.concatenate([km.index.search(np.asarray(x[i:i + SEARCH_BLOCK], dtype=np.float32), 1)[1][:, 0]
-                             for i in range(0, n, SEARCH_BLOCK)])
-    return centroids, labels.astype(np.int64)
+    _check_finite(x)  # faiss checks only float32 input; a NaN among codes aborts the process inside OpenMP
+    km.cp.decode_block_size = SEARCH_BLOCK
+    with _one_call_kernel(faiss, n, d):
+        clus = faiss.Clustering(d, k, km.cp)
+        clus.train_encoded(np.ascontiguousarray(x).view(np.uint8),  # a view of the mapped file, not a copy
+                           faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16), km.index)
+    _, labels = search_blocks(km.index, x)
+    return faiss.vector_float_to_array(clus.centroids).reshape(k, d), labels.astype(np.int64)
+
+
+def search_blocks(index: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search(x, 1)`` for float16 rows decoded ``SEARCH_BLOCK`` at a time: the distances and labels of one
+    search over the float32 copy, bit for bit (on the CPU) → (distances [N], labels [N])."""
+    import faiss
+
+    n, d = x.shape
+    with _one_call_kernel(faiss, n, d):
+        found = [index.search(np.asarray(x[i:i + SEARCH_BLOCK], dtype=np.float32), 1)
+                 for i in range(0, n, SEARCH_BLOCK)]
+    return np.concatenate([f[0][:, 0] for f in found]), np.concatenate([f[1][:, 0] for f in found])
+
+
+@contextmanager
+def _one_call_kernel(faiss: Any, n: int, d: int) -> Iterator[None]:
+    """Blocks of an n × d search take the kernel one call over all rows takes: faiss uses BLAS when rows × d reaches
+    ``distance_compute_blas_threshold`` and its own loop below it, so a short last block would otherwise be summed in
+    another order."""
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    if n * d >= threshold:
+        faiss.cvar.distance_compute_blas_threshold = 0
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = threshold
+
+
+def _check_finite(x: np.ndarray) -> None:
+    for i in range(0, len(x), SEARCH_BLOCK):
+        bad = ~np.isfinite(x[i:i + SEARCH_BLOCK]).all(axis=1)
+        if bad.any():
+            raise ValueError(f"k-means input: row {i + int(np.argmax(bad))} (of {len(x)}) is not finite (NaN/inf)")

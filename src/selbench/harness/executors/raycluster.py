@@ -71,7 +71,9 @@ def run_job_task(store_root: str, job_id: str, timeout_s: float | None, memory_l
 
 class RayTaskHandle(HandleState):
     """A submitted task as the scheduler sees it. The task enforces the timeout; the driver only steps in
-    ``grace`` seconds later (a lost node)."""
+    ``grace`` seconds later (a lost node). A split score job's task may first wait for its placement group behind
+    other jobs: the driver's clock (which started at submission) is not held against it — its grace grows by the
+    time the group took to be granted."""
 
     grace = DRIVER_GRACE_S
 
@@ -79,10 +81,17 @@ class RayTaskHandle(HandleState):
         super().__init__()
         self.ref, self.group = ref, group  # group: the placement group of a split score job's ranks
         self.ranks = ranks  # Ray tasks the job runs as, each with the task's GPUs
+        self._queued: float | None = None  # since when the task waits for its group (monotonic)
+        if group is not None:
+            self._queued, self._granted = time.monotonic(), group.ready()
+            self.grace = float("inf")
 
     def poll(self) -> int | None:
         import ray
 
+        if self._queued is not None and ray.wait([self._granted], timeout=0)[0]:
+            self.grace = DRIVER_GRACE_S + time.monotonic() - self._queued
+            self._queued = None
         if self.rc is None:
             ready, _ = ray.wait([self.ref], timeout=0)
             if ready:
@@ -108,10 +117,18 @@ class RayTaskHandle(HandleState):
     def _release(self) -> None:
         """Remove the job's placement group: Ray ends the rank tasks still in it."""
         if self.group is not None:
-            from ray.util import remove_placement_group
-
-            remove_placement_group(self.group)
+            release(self.group)
             self.group = None
+
+
+def release(group) -> None:
+    """Remove a placement group; one Ray already lost (its driver or node gone) is not an error of the job's."""
+    from ray.util import remove_placement_group
+
+    try:
+        remove_placement_group(group)
+    except Exception:  # noqa: BLE001 — best effort: it goes with the driver's Ray session anyway
+        pass
 
 
 class RayExecutor(LocalExecutor):
@@ -146,7 +163,7 @@ class RayExecutor(LocalExecutor):
             self._gpu_jobs = ray.cluster_resources().get("GPU", 0) > 0
             context = ray.get_runtime_context()
             self._cluster = {"address": context.gcs_address, "namespace": context.namespace}
-            self._check_rank_groups(jobs, ray.cluster_resources())
+            self._check_rank_groups(jobs, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
             self._remote = ray.remote(max_retries=0)(run_job_task)
             return super().run(jobs, on_event)
         finally:
@@ -162,17 +179,18 @@ class RayExecutor(LocalExecutor):
         gpus = {"GPU": 1.0} if self._gpu_jobs else {}
         return {"CPU": float(self.spec.threads_per_job or 1), **gpus}
 
-    def _check_rank_groups(self, jobs: list[Job], total: dict[str, float]) -> None:
-        """Fail before any work when the cluster could never hold a split score job's ranks (its placement group
-        would wait forever)."""
+    def _check_rank_groups(self, jobs: list[Job], nodes: list[dict[str, float]]) -> None:
+        """Fail before any work when the cluster's nodes could never hold a split score job's ranks together (its
+        placement group would wait forever): one bundle per rank, each on a single node."""
         for job in jobs:
             if (n := self._ranks(job)) > 1:
-                short = {k: n * v for k, v in self._bundle(job).items() if n * v > total.get(k, 0)}
-                if short:
-                    have = ", ".join(f"{total.get(k, 0):g} {k}" for k in short)
-                    raise ValueError(f"score job {job.id}: executor.score_workers {n} needs " + ", ".join(
-                        f"{v:g} {k}" for k, v in short.items()) + f" at once (one bundle per rank); the Ray "
-                        f"cluster has {have}")
+                bundle = self._bundle(job)
+                fits = sum(int(min(node.get(k, 0.0) // v for k, v in bundle.items())) for node in nodes)
+                if fits < n:
+                    per = " + ".join(f"{v:g} {k}" for k, v in bundle.items())
+                    have = "; ".join(", ".join(f"{node.get(k, 0.0):g} {k}" for k in bundle) for node in nodes)
+                    raise ValueError(f"score job {job.id}: executor.score_workers {n} needs {n} bundles of {per} "
+                                     f"at once; the Ray cluster's nodes ({have}) hold {fits}")
 
     def _launch(self, job: Job, gpus: tuple[int, ...], staging: Path) -> RayTaskHandle:
         from ray.util import placement_group
@@ -190,9 +208,16 @@ class RayExecutor(LocalExecutor):
             group = placement_group([bundle] * n, strategy="PACK", name=name)
             options.update(num_gpus=bundle.get("GPU", 0.0), scheduling_strategy=PlacementGroupSchedulingStrategy(
                 group, placement_group_bundle_index=0))
-            extra[RAY_RANKS_ENV] = json.dumps({**self._cluster, "placement_group": name,
-                                               "cpus": bundle["CPU"], "gpus": bundle.get("GPU", 0.0)})
-        ref = self._remote.options(**options).remote(
-            str(self.store.root.resolve()), job.id, self.spec.timeout_s.get(job.stage),
-            self.spec.memory_limit_mb, self.spec.threads_per_job, extra)
+            extra[RAY_RANKS_ENV] = json.dumps({
+                **self._cluster, "placement_group": name, "cpus": bundle["CPU"], "gpus": bundle.get("GPU", 0.0),
+                "memory_limit_mb": self.spec.memory_limit_mb,
+                "env": sorted(self.spec.job_env())})  # names only: the ranks copy the values from rank 0's
+        try:
+            ref = self._remote.options(**options).remote(
+                str(self.store.root.resolve()), job.id, self.spec.timeout_s.get(job.stage),
+                self.spec.memory_limit_mb, self.spec.threads_per_job, extra)
+        except BaseException:
+            if group is not None:
+                release(group)
+            raise
         return RayTaskHandle(ref, group, n)
