@@ -12,7 +12,7 @@ WORLD ?= out/world
 # pip.conf here lists local index folders that may not exist; drop that noise, keep real errors.
 QUIET := { grep -v '^WARNING: Location' || true; }
 
-.PHONY: venv vllm apt demo lint test test-fast bench world clean
+.PHONY: venv vllm apt demo lint test test-fast test-eval-image bench world clean
 
 # torch first, from the local CPU wheel (otherwise pip pulls a multi-GB CUDA build); then the full lock
 # with --no-deps so nothing drags a CUDA torchvision back in (transformers falls back to PIL processors).
@@ -60,6 +60,11 @@ lint: venv
 
 test: venv vllm apt lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25
+
+# The evaluation image (docker/eval.Dockerfile, vLLM's 3.5 GB) built and used for one evaluated cell: not in `make
+# test` (CI time), run on request.
+test-eval-image: venv vllm apt
+	SELBENCH_TEST_EVAL_IMAGE=1 $(PY) -m pytest -q -p no:cacheprovider tests/harness/test_docker.py -k eval_image
 
 test-fast: venv lint
 	$(PY) -m pytest -q -m "not slow and not docker and not ray and not vllm"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import CACHE, REPO, small_run_spec
 
 from selbench.harness import runner
 from selbench.harness.store import Store
-from tests.conftest import CACHE, REPO, small_run_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BASE = "selbench-base:bookworm"
@@ -237,3 +237,53 @@ def test_a_package_submission_is_built_into_its_image_and_reaches_the_leaderboar
     assert row["status"] == "done" and row["arp_v1"] == row["arp_v1"]  # not NaN
     logs = "".join(p.read_text() for p in (store / "logs").glob("score-*.log"))
     assert f"in {sub.image}" in logs
+
+
+EVAL_IMAGE = "selbench-eval:test"
+EVAL_OPT_IN = "SELBENCH_TEST_EVAL_IMAGE"  # the eval image installs vLLM's 3.5 GB: built on request, not in CI
+
+
+@pytest.fixture(scope="module")
+def eval_image(dockerd, harness_image) -> dict:
+    """docker/eval.Dockerfile FROM the harness image, with the CPU vLLM lock (as `make vllm` installs it)."""
+    from selbench.harness.executors.docker import build_image
+
+    docker, _ = dockerd
+    wheels = [Path(p) for p in glob.glob("/opt/wheels/torch-2.13.0*.whl")]
+    ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    t0 = time.monotonic()
+    log = build_image(docker, EVAL_IMAGE, "eval.Dockerfile", REPO, base_image=harness_image, wheels=wheels,
+                      ca_bundle=ca if ca.exists() else None,
+                      build_args={"HARNESS_IMAGE": harness_image,
+                                  "VLLM_INSTALL": "torch==2.13.0 -r /src/requirements/vllm-lock.txt --no-deps"})
+    return {"log": log, "seconds": time.monotonic() - t0}
+
+
+@pytest.mark.skipif(not os.environ.get(EVAL_OPT_IN), reason=f"set {EVAL_OPT_IN}=1 to build the eval image (vLLM, "
+                                                             "3.5 GB) and evaluate in it")
+def test_the_eval_image_builds_with_a_compiler_and_serves_the_local_numbers(small_run, eval_image, dockerd,
+                                                                           tmp_path) -> None:
+    """The evaluation image: a C compiler (vLLM's Triton launcher), vLLM importable; a cell evaluated with the
+    lmms-eval-vllm backend inside it (vLLM's CPU server in the container) scores what the HF backend scored here."""
+    log = eval_image["log"]
+    assert "cc (Debian" in log and "\nvllm 0.32.0" in log, log[-3000:]
+    _, sock = dockerd
+    spec = small_run_spec(Path(small_run["spec"]["world"]["out"]), tmp_path / "store", [{"name": "random",
+                                                                                      "label": "picker"}])
+    spec["budgets"] = [0.25]
+    spec["evaluation"] = {**spec["evaluation"], "backend": "lmms-eval-vllm", "vllm_args": ["--enforce-eager"]}
+    spec["executor"] = {"kind": "docker", "image": EVAL_IMAGE, "docker_host": sock, "max_parallel": 1,
+                        "threads_per_job": 2}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    board = runner.run(path).board.set_index("selector")
+    assert set(board["status"]) == {"done"}, board.get("reason")
+    local = small_run["board"].set_index("selector")
+    cols = [c for c in board.columns if c.startswith(("emb_", "rel_")) or c == "arp_v1"]
+    for who, budget in (("full", "100%"), ("picker", "25%")):
+        mine = board[board["budget"] == budget].loc[who, cols]
+        theirs = local[local["budget"] == budget].loc[who, cols]
+        assert mine.astype(float).tolist() == pytest.approx(theirs.astype(float).tolist(), abs=1e-9), who
+    evaluated = Store(tmp_path / "store").path(next(iter(
+        d.name for d in (tmp_path / "store" / "jobs").iterdir() if d.name.startswith("evaluate-"))))
+    assert "vllm" in json.dumps(json.loads((evaluated / "results.json").read_text())), "not served by vLLM"
