@@ -108,15 +108,20 @@ def clean_docker_run(small_world, harness_image, dockerd, tmp_path_factory) -> d
     return {"result": result, "store": tmp / "store"}
 
 
-def test_a_demo_cell_in_containers_gives_the_local_numbers(small_run, clean_docker_run) -> None:
-    board = clean_docker_run["result"].board.set_index("selector")
-    assert set(board["status"]) == {"done"}
+def assert_local_numbers(board, small_run: dict) -> None:
+    """The reference and the random cell at 25 % (``picker``) scored what the local run scored, column by column."""
     local = small_run["board"].set_index("selector")
     cols = [c for c in board.columns if c.startswith(("emb_", "rel_")) or c == "arp_v1"]
     for who, budget in (("full", "100%"), ("picker", "25%")):
         mine = board[board["budget"] == budget].loc[who, cols]
         theirs = local[local["budget"] == budget].loc[who, cols]
         assert mine.astype(float).tolist() == pytest.approx(theirs.astype(float).tolist(), abs=1e-9), who
+
+
+def test_a_demo_cell_in_containers_gives_the_local_numbers(small_run, clean_docker_run) -> None:
+    board = clean_docker_run["result"].board.set_index("selector")
+    assert set(board["status"]) == {"done"}
+    assert_local_numbers(board, small_run)
     # every stage ran in the image: its Python is Debian's, not this venv's
     store = clean_docker_run["store"]
     for meta in (store / "jobs").glob("*/meta.json"):
@@ -278,12 +283,7 @@ def test_the_eval_image_builds_with_a_compiler_and_serves_the_local_numbers(smal
     path.write_text(yaml.safe_dump(spec))
     board = runner.run(path).board.set_index("selector")
     assert set(board["status"]) == {"done"}, board.get("reason")
-    local = small_run["board"].set_index("selector")
-    cols = [c for c in board.columns if c.startswith(("emb_", "rel_")) or c == "arp_v1"]
-    for who, budget in (("full", "100%"), ("picker", "25%")):
-        mine = board[board["budget"] == budget].loc[who, cols]
-        theirs = local[local["budget"] == budget].loc[who, cols]
-        assert mine.astype(float).tolist() == pytest.approx(theirs.astype(float).tolist(), abs=1e-9), who
+    assert_local_numbers(board, small_run)
     evaluated = Store(tmp_path / "store").path(next(iter(
         d.name for d in (tmp_path / "store" / "jobs").iterdir() if d.name.startswith("evaluate-"))))
     assert "vllm" in json.dumps(json.loads((evaluated / "results.json").read_text())), "not served by vLLM"

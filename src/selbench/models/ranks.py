@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -193,28 +194,34 @@ class RayRanks:
                 ray.shutdown()
 
 
-def run_rank_task(argv: list[str], log: str, env: dict[str, str], memory_limit_mb: int | None = None
-                  ) -> dict[str, Any]:
-    """Runs inside a Ray worker: one rank as a subprocess that the kernel kills when this worker dies (under the
-    job's address-space limit, if any); returns its exit code and where it ran."""
-    import resource
-
-    import ray
-
-    # exactly the GPUs of this task's bundle (none on a cluster without GPUs: Ray leaves the variable alone then)
-    full = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in ray.get_gpu_ids())}
-    node = ray.get_runtime_context().get_node_id()
+def child_setup(memory_limit_mb: int | None) -> Callable[[], None]:
+    """A ``preexec_fn`` for a subprocess that must die with the process starting it (``PR_SET_PDEATHSIG``; exit 70
+    if that one is already gone) and, with ``memory_limit_mb``, live under that address-space limit. libc's prctl
+    is looked up here, in the parent: nothing is loaded between fork and exec."""
     prctl, parent = libc_prctl(), os.getpid()
     limit = memory_limit_mb * 2**20 if memory_limit_mb is not None else None
 
     def setup() -> None:  # runs in the child before exec
         if prctl is not None:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the worker died before the line above
+            if os.getppid() != parent:  # the parent died before the line above
                 os._exit(70)
         if limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
+    return setup
+
+
+def run_rank_task(argv: list[str], log: str, env: dict[str, str], memory_limit_mb: int | None = None
+                  ) -> dict[str, Any]:
+    """Runs inside a Ray worker: one rank as a subprocess that the kernel kills when this worker dies (under the
+    job's address-space limit, if any); returns its exit code and where it ran."""
+    import ray
+
+    # exactly the GPUs of this task's bundle (none on a cluster without GPUs: Ray leaves the variable alone then)
+    full = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in ray.get_gpu_ids())}
+    node = ray.get_runtime_context().get_node_id()
+    setup = child_setup(memory_limit_mb)
     with open(log, "ab") as out:
         out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {argv[-1] if argv else ''} on {socket.gethostname()} "
                   f"(Ray node {node}) CUDA_VISIBLE_DEVICES={full.get('CUDA_VISIBLE_DEVICES', '<unset>')}\n"

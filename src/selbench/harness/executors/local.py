@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -35,7 +34,7 @@ from selbench.harness.executors.handle import HandleState
 from selbench.harness.executors.warm import WarmWorker
 from selbench.harness.spec import ExecutorSpec
 from selbench.harness.store import Job, Lock, Store
-from selbench.models.ranks import PR_SET_PDEATHSIG, libc_prctl
+from selbench.models.ranks import child_setup
 
 GPU_STAGES = ("score", "finetune", "evaluate")  # prepare and select are CPU work: they take no device
 
@@ -182,17 +181,7 @@ def start_job_process(store_root: Path, job_id: str, log_path: Path, env: dict[s
     """The job entrypoint every executor runs: ``python -m selbench.harness.job STORE JOB`` in its own session
     (so a timeout can kill the whole process group), output appended to the job's log. The kernel kills it when
     the process that started it dies (``PR_SET_PDEATHSIG``)."""
-    limit_bytes = memory_limit_mb * 2**20 if memory_limit_mb is not None else None
-    prctl, parent = libc_prctl(), os.getpid()
-
-    def setup() -> None:  # runs in the child before exec
-        if prctl is not None:
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the parent died before the line above
-                os._exit(70)
-        if limit_bytes is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
-
+    setup = child_setup(memory_limit_mb)
     _log_header(log_path, job_id, env)
     log = open(log_path, "ab")
     try:
