@@ -254,3 +254,6 @@ def test_ranks_a_cluster_cannot_hold_are_refused_before_any_work(tmp_path) -> No
         with pytest.raises(ValueError, match=r"score job score-abc: executor.score_workers 2 needs 2 bundles of "
                                              r"2 CPU \+ 1 GPU at once; the Ray cluster's nodes \(.*\) hold 1"):
             ex._check_rank_groups(jobs, nodes)
+    limited = RayExecutor(ExecutorSpec(kind="ray", score_workers=2, memory_limit_mb=8000), Store(tmp_path / "s"))
+    with pytest.raises(ValueError, match="cannot run with executor.memory_limit_mb: rank 0 joins the cluster"):
+        limited._check_rank_groups(jobs, [{"CPU": 4.0}])

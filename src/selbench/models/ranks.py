@@ -122,12 +122,11 @@ class RayRanks:
         env = {k: v for k, v in os.environ.items() if k not in (RAY_RANKS_ENV, RAY_NODE_ENV) and (
             k in passed or k == "PYTHONPATH" or k.startswith(("SELBENCH_", "OMP_", "MKL_")))}
         env["SELBENCH_NO_PROGRESS"] = "1"
-        limit = ray_ranks.get("memory_limit_mb")
         task = ray.remote(max_retries=0)(run_rank_task)
         self.refs = {rank: task.options(
             num_cpus=ray_ranks["cpus"], num_gpus=ray_ranks["gpus"],
             scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=rank),
-        ).remote([*argv, str(rank)], str(self.log(rank)), env, limit) for rank in range(1, world)}
+        ).remote([*argv, str(rank)], str(self.log(rank)), env) for rank in range(1, world)}
         self.results: dict[int, dict[str, Any]] = {}
 
     def log(self, rank: int) -> Path:
@@ -212,16 +211,15 @@ def child_setup(memory_limit_mb: int | None) -> Callable[[], None]:
     return setup
 
 
-def run_rank_task(argv: list[str], log: str, env: dict[str, str], memory_limit_mb: int | None = None
-                  ) -> dict[str, Any]:
-    """Runs inside a Ray worker: one rank as a subprocess that the kernel kills when this worker dies (under the
-    job's address-space limit, if any); returns its exit code and where it ran."""
+def run_rank_task(argv: list[str], log: str, env: dict[str, str]) -> dict[str, Any]:
+    """Runs inside a Ray worker: one rank as a subprocess that the kernel kills when this worker dies; returns its
+    exit code and where it ran."""
     import ray
 
     # exactly the GPUs of this task's bundle (none on a cluster without GPUs: Ray leaves the variable alone then)
     full = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in ray.get_gpu_ids())}
     node = ray.get_runtime_context().get_node_id()
-    setup = child_setup(memory_limit_mb)
+    setup = child_setup(None)
     with open(log, "ab") as out:
         out.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {argv[-1] if argv else ''} on {socket.gethostname()} "
                   f"(Ray node {node}) CUDA_VISIBLE_DEVICES={full.get('CUDA_VISIBLE_DEVICES', '<unset>')}\n"

@@ -181,9 +181,14 @@ class RayExecutor(LocalExecutor):
 
     def _check_rank_groups(self, jobs: list[Job], nodes: list[dict[str, float]]) -> None:
         """Fail before any work when the cluster's nodes could never hold a split score job's ranks together (its
-        placement group would wait forever): one bundle per rank, each on a single node."""
+        placement group would wait forever): one bundle per rank, each on a single node; or when rank 0 could not
+        join the cluster (an address-space limit)."""
         for job in jobs:
-            if (n := self._ranks(job)) > 1:
+            if (n := self._ranks(job)) > 1 and self.spec.memory_limit_mb is not None:
+                raise ValueError(f"score job {job.id}: executor.score_workers {n} under Ray cannot run with "
+                                 "executor.memory_limit_mb: rank 0 joins the cluster as a Ray driver, and Ray does not "
+                                 "start under an address-space limit (ray.init aborts even at 8 GB); drop one of them")
+            if n > 1:
                 bundle = self._bundle(job)
                 fits = sum(int(min(node.get(k, 0.0) // v for k, v in bundle.items())) for node in nodes)
                 if fits < n:
@@ -210,7 +215,6 @@ class RayExecutor(LocalExecutor):
                 group, placement_group_bundle_index=0))
             extra[RAY_RANKS_ENV] = json.dumps({
                 **self._cluster, "placement_group": name, "cpus": bundle["CPU"], "gpus": bundle.get("GPU", 0.0),
-                "memory_limit_mb": self.spec.memory_limit_mb,
                 "env": sorted(self.spec.job_env())})  # names only: the ranks copy the values from rank 0's
         try:
             ref = self._remote.options(**options).remote(
