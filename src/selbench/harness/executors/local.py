@@ -249,6 +249,12 @@ def _stderr(message: str) -> None:
     print(f"[selbench] {message}", file=sys.stderr, flush=True)
 
 
+def score_ranks(job: Job) -> int:
+    """The processes a job runs as when it is a score job that splits its extraction (``workers``, set by the plan
+    only when > 1); 1 for every other job."""
+    return int(job.config.get("workers", 1)) if job.stage == "score" else 1
+
+
 class LocalExecutor:
     token = ""  # this run's runner token (set by run)
     on_message: Callable[[str], None] = staticmethod(_stderr)
@@ -265,7 +271,7 @@ class LocalExecutor:
         if job.stage not in GPU_STAGES:
             return 0
         if job.stage == "score":
-            return int(job.config.get("workers", 1))  # the ranks a score job runs (set by the plan)
+            return score_ranks(job)
         return self.spec.finetune_processes if job.stage == "finetune" else 1
 
     def job_tags(self, job: Job, staging: Path) -> dict[str, str]:

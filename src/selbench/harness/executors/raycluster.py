@@ -36,6 +36,7 @@ from selbench.harness.executors.local import (
     LocalExecutor,
     ProcessHandle,
     job_env,
+    score_ranks,
     start_job_process,
 )
 from selbench.harness.spec import ExecutorSpec
@@ -170,11 +171,7 @@ class RayExecutor(LocalExecutor):
             if started:
                 ray.shutdown()
 
-    def _ranks(self, job: Job) -> int:
-        """How many Ray tasks a job runs as: a split score job's ``workers``, else 1."""
-        return int(job.config.get("workers", 1)) if job.stage == "score" else 1
-
-    def _bundle(self, job: Job) -> dict[str, float]:
+    def _bundle(self) -> dict[str, float]:
         """What each rank of a split score job reserves: its CPUs and, on a GPU cluster, one GPU."""
         gpus = {"GPU": 1.0} if self._gpu_jobs else {}
         return {"CPU": float(self.spec.threads_per_job or 1), **gpus}
@@ -183,19 +180,20 @@ class RayExecutor(LocalExecutor):
         """Fail before any work when the cluster's nodes could never hold a split score job's ranks together (its
         placement group would wait forever): one bundle per rank, each on a single node; or when rank 0 could not
         join the cluster (an address-space limit)."""
+        bundle = self._bundle()
+        fits = sum(int(min(node.get(k, 0.0) // v for k, v in bundle.items())) for node in nodes)
         for job in jobs:
-            if (n := self._ranks(job)) > 1 and self.spec.memory_limit_mb is not None:
+            if (n := score_ranks(job)) == 1:
+                continue
+            if self.spec.memory_limit_mb is not None:
                 raise ValueError(f"score job {job.id}: executor.score_workers {n} under Ray cannot run with "
                                  "executor.memory_limit_mb: rank 0 joins the cluster as a Ray driver, and Ray does not "
                                  "start under an address-space limit (ray.init aborts even at 8 GB); drop one of them")
-            if n > 1:
-                bundle = self._bundle(job)
-                fits = sum(int(min(node.get(k, 0.0) // v for k, v in bundle.items())) for node in nodes)
-                if fits < n:
-                    per = " + ".join(f"{v:g} {k}" for k, v in bundle.items())
-                    have = "; ".join(", ".join(f"{node.get(k, 0.0):g} {k}" for k in bundle) for node in nodes)
-                    raise ValueError(f"score job {job.id}: executor.score_workers {n} needs {n} bundles of {per} "
-                                     f"at once; the Ray cluster's nodes ({have}) hold {fits}")
+            if fits < n:
+                per = " + ".join(f"{v:g} {k}" for k, v in bundle.items())
+                have = "; ".join(", ".join(f"{node.get(k, 0.0):g} {k}" for k in bundle) for node in nodes)
+                raise ValueError(f"score job {job.id}: executor.score_workers {n} needs {n} bundles of {per} "
+                                 f"at once; the Ray cluster's nodes ({have}) hold {fits}")
 
     def _launch(self, job: Job, gpus: tuple[int, ...], staging: Path) -> RayTaskHandle:
         from ray.util import placement_group
@@ -207,8 +205,8 @@ class RayExecutor(LocalExecutor):
         options: dict[str, Any] = {"num_cpus": self.spec.threads_per_job or 1,
                                    "num_gpus": self.devices_needed(job) if self._gpu_jobs else 0}
         group = None
-        if (n := self._ranks(job)) > 1:  # all ranks reserved at once; this task is rank 0, in bundle 0
-            bundle = self._bundle(job)
+        if (n := score_ranks(job)) > 1:  # all ranks reserved at once; this task is rank 0, in bundle 0
+            bundle = self._bundle()
             name = f"selbench-{job.id}-{uuid.uuid4().hex[:8]}"
             group = placement_group([bundle] * n, strategy="PACK", name=name)
             options.update(num_gpus=bundle.get("GPU", 0.0), scheduling_strategy=PlacementGroupSchedulingStrategy(
