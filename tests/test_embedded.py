@@ -23,3 +23,23 @@ def test_markers_reuse_and_rebuild(tmp_path) -> None:
     logs.clear()
     build_world(tmp_path, seed=1, n_samples=120, n_bench=12, stage1=quick, log=logs.append)
     assert logs and logs[0].startswith("generating pool")  # an older generator's world is not reused
+    logs.clear()
+    build_world(tmp_path, seed=1, n_samples=120, n_bench=12, noise=0.3, stage1=quick, log=logs.append)
+    assert logs and logs[0].startswith("generating pool (120 samples, 30% label noise)")  # another noise: rebuilt
+    assert json.loads((tmp_path / "data.done").read_text())["noise"] == 0.3
+
+
+def test_a_bad_noise_is_refused_before_anything_is_touched(tmp_path) -> None:
+    import pytest
+    from typer.testing import CliRunner
+
+    from selbench.cli import app
+
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "pool.json").write_text("[]")  # stands for an existing world: it must survive
+    with pytest.raises(ValueError, match=r"world noise must be in \[0, 1\): got 1.0"):
+        build_world(tmp_path, noise=1.0, log=lambda m: None)
+    assert (tmp_path / "pool" / "pool.json").read_text() == "[]"
+    out = CliRunner().invoke(app, ["world", "--out", str(tmp_path / "new"), "--noise", "-0.1"])
+    assert out.exit_code == 2 and "--noise" in out.output and "[0, 1)" in out.output
+    assert not (tmp_path / "new").exists()

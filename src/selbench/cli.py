@@ -32,11 +32,17 @@ def world(
     seed: int = typer.Option(0, help="Generator seed: the same seed gives byte-identical data."),
     samples: int = typer.Option(3200, help="Pool size (≥ 3000 for the standard embedded world)."),
     bench_items: int = typer.Option(200, help="Items per embedded benchmark."),
+    noise: float | None = typer.Option(None, help="Share of pool turns whose label is flipped, in [0, 1) "
+                                       "(default: the generator's 0.06; the benchmarks stay clean)."),
 ) -> None:
     """Generate the embedded world: pool + images, 5 benchmarks, tiny target and proxy VLMs (stage-1 aligned)."""
     from selbench.embedded import build_world
+    from selbench.pool.world import NOISE
 
-    build_world(out, seed=seed, n_samples=samples, n_bench=bench_items, log=lambda m: err.print(m))
+    if noise is not None and not 0 <= noise < 1:
+        raise typer.BadParameter(f"the share of flipped labels must be in [0, 1): got {noise}", param_hint="--noise")
+    build_world(out, seed=seed, n_samples=samples, n_bench=bench_items, noise=NOISE if noise is None else noise,
+                log=lambda m: err.print(m))
     console.print(f"embedded world ready: [bold]{out}[/]  (pool: {out / 'pool' / 'pool.json'}, "
                   f"benchmarks: {out / 'benchmarks'}, models: {out / 'models'})")
 

@@ -30,21 +30,25 @@ def _tokenizer_corpus(root: Path) -> list[str]:
 
 
 def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_bench: int = 200,
-                stage1: TrainConfig = STAGE1, log: Callable[[str], None] = print) -> Path:
+                noise: float = world.NOISE, stage1: TrainConfig = STAGE1, log: Callable[[str], None] = print) -> Path:
     """Write data and models under ``out``. Each part is skipped when its ``*.done`` marker records the same
     parameters and world version; a changed generator or setting rebuilds it (and everything after it)."""
+    if not 0 <= noise < 1:  # before anything under ``out`` is touched: a bad setting loses no existing world
+        raise ValueError(f"world noise must be in [0, 1): got {noise}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data_key = {"world_version": world.WORLD_VERSION, "seed": seed, "n_samples": n_samples, "n_bench": n_bench}
+    data_key = {"world_version": world.WORLD_VERSION, "seed": seed, "n_samples": n_samples, "n_bench": n_bench,
+                "noise": noise}
     models_key = {**data_key, "stage1": stage1.model_dump(mode="json"), "target": tiny.TARGET.model_dump(),
                   "proxy": tiny.PROXY.model_dump()}
     data_done, models_done = out / "data.done", out / "models.done"
     if not _marked(data_done, data_key):
-        log(f"generating pool ({n_samples} samples) and benchmarks ({n_bench} items each) with seed {seed}")
+        log(f"generating pool ({n_samples} samples, {noise:.0%} label noise) and benchmarks ({n_bench} items each) "
+            f"with seed {seed}")
         models_done.unlink(missing_ok=True)
         for part in ("pool", "benchmarks"):
             shutil.rmtree(out / part, ignore_errors=True)
-        world.generate(out, seed=seed, n_samples=n_samples, n_bench=n_bench)
+        world.generate(out, seed=seed, n_samples=n_samples, n_bench=n_bench, noise=noise)
         data_done.write_text(json.dumps(data_key, sort_keys=True))
     if not _marked(models_done, models_key):
         tok = tiny.train_tokenizer(_tokenizer_corpus(out))

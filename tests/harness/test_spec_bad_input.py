@@ -37,6 +37,8 @@ SPEC_CASES = [
     ({"evaluation": {"backend": "vllm"}}, r"evaluation\.backend"),
     ({"statistics": {"replicates": 10}}, r"statistics\.replicates.*greater than or equal to 100"),
     ({"statistics": {"confidence": 1.5}}, r"statistics\.confidence.*less than 1"),
+    ({"world": {"out": "w", "noise": 1.0}}, r"world\.noise.*less than 1"),
+    ({"world": {"out": "w", "noise": -0.1}}, r"world\.noise.*greater than or equal to 0"),
     ({"world": None}, r"a spec needs either `world` \(embedded\) or both `pool` and `target`"),
     ({"learning_rate": 3}, r"learning_rate.*Extra inputs are not permitted"),
 ]

@@ -57,3 +57,25 @@ def test_benchmarks(tmp_path: Path) -> None:
     assert 15 <= sum(r["answer"] == "yes" for r in pope) <= 35
     mc = pq.read_table(tmp_path / "benchmarks" / "emb_mc.parquet").to_pylist()
     assert {r["answer"] for r in mc} <= set(world.LETTERS) == set("ABCDEF")
+
+
+def test_noise_sets_the_share_of_flipped_labels_and_leaves_the_benchmarks_clean(tmp_path: Path) -> None:
+    shares = {}
+    for noise in (0.0, 0.3):
+        world.generate(tmp_path / str(noise), seed=0, n_samples=3000, n_bench=50, noise=noise)
+        truth = json.loads((tmp_path / str(noise) / "pool" / world.TRUTH).read_text())["rows"]
+        shares[noise] = sum(t["noisy"] for t in truth) / len(truth)
+        assert json.loads((tmp_path / str(noise) / "world.json").read_text())["noise"] == noise
+    assert shares[0.0] == 0
+    # a row is noisy when any of its turns is (multi-turn rows have 2-3): a little over the per-turn rate
+    assert 0.27 <= shares[0.3] <= 0.36, shares
+    a, b = _digest(tmp_path / "0.0" / "benchmarks"), _digest(tmp_path / "0.3" / "benchmarks")
+    assert a == b  # the benchmarks do not depend on the pool's noise
+
+
+def test_noise_outside_zero_to_one_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"world noise must be in \[0, 1\): got 1.0"):
+        world.generate(tmp_path, seed=0, noise=1.0)
+    assert not (tmp_path / "pool" / "pool.json").exists()

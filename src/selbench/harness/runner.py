@@ -50,7 +50,7 @@ def build_world(spec: RunSpec, store: Store | None = None) -> None:
     w = spec.world
 
     def make() -> None:
-        build(w.out, seed=w.seed, n_samples=w.samples, n_bench=w.bench_items, log=lambda m: None)
+        build(w.out, seed=w.seed, n_samples=w.samples, n_bench=w.bench_items, noise=w.noise, log=lambda m: None)
 
     if store is None:
         make()

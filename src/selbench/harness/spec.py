@@ -17,6 +17,7 @@ from selbench.harness.store import stable_hash
 from selbench.leaderboard import REFERENCE, SANITY
 from selbench.models.launch import check_processes
 from selbench.models.training import TrainConfig
+from selbench.pool.world import NOISE
 from selbench.selectors.base import Budget
 
 
@@ -41,6 +42,9 @@ class WorldSpec(Strict):
     seed: int = 0
     samples: int = 3200
     bench_items: int = 200
+    # share of pool turns whose label the generator flips (the benchmarks stay clean); the demo raises it so that
+    # which rows are kept matters more than how many
+    noise: float = Field(NOISE, ge=0, lt=1)
 
 
 class SelectorSpec(Strict):

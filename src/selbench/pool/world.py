@@ -290,15 +290,19 @@ def make_benchmark(spec: BenchmarkSpec, n: int, seed: int) -> list[dict]:
     return items
 
 
-def generate(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_bench: int = 200) -> dict:
-    """Write the embedded world's data (pool, captions, benchmarks) under ``out``. Models: selbench.models.tiny."""
+def generate(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_bench: int = 200,
+             noise: float = NOISE) -> dict:
+    """Write the embedded world's data (pool, captions, benchmarks) under ``out``; ``noise`` is the share of pool
+    turns whose label is flipped (benchmarks are always clean). Models: selbench.models.tiny."""
+    if not 0 <= noise < 1:
+        raise ValueError(f"world noise must be in [0, 1): got {noise}")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = Path(out)
     pool_dir = out / "pool"
     pool_dir.mkdir(parents=True, exist_ok=True)
-    rows, captions, truth = make_pool(pool_dir, n_samples, seed)
+    rows, captions, truth = make_pool(pool_dir, n_samples, seed, noise)
     (pool_dir / "pool.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     (pool_dir / TRUTH).write_text(json.dumps({"world_version": WORLD_VERSION, "rows": truth}) + "\n")
     (pool_dir / "captions.json").write_text(json.dumps(captions, indent=1, sort_keys=True) + "\n")
@@ -309,7 +313,7 @@ def generate(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_bench: 
         table = pa.Table.from_pylist(items)
         pq.write_table(table.replace_schema_metadata({}), bench_dir / f"{spec.name}.parquet",
                        compression="zstd", write_statistics=False)
-    info = {"world_version": WORLD_VERSION, "seed": seed, "n_samples": n_samples, "n_bench": n_bench,
+    info = {"world_version": WORLD_VERSION, "seed": seed, "n_samples": n_samples, "n_bench": n_bench, "noise": noise,
             "benchmarks": [s.name for s in BENCHMARKS]}
     (out / "world.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     return info
