@@ -21,7 +21,9 @@ def test_samples_of_lmms_eval_pope_and_embedded_pope_and_exact_match() -> None:
                                             "ground_truth": "yes"}},
             {"doc_id": 0, "pope_accuracy": {"question_id": "r", "score": 0.0, "prediction": "no",
                                             "ground_truth": "yes"}}]
-    assert from_samples(real, "pope_f1_score") == ItemOutcomes("pope", ["1", "0"], [[1, 0, 0, 0], [0, 0, 1, 0]])
+    # lmms-eval's POPE task: its own rule, [tp, fp, fn, correct, gold yes, 1]
+    assert from_samples(real, "pope_f1_score") == ItemOutcomes("pope_lmms", ["1", "0"],
+                                                               [[1, 0, 0, 1, 1, 1], [0, 0, 1, 0, 1, 1]])
     embedded = [{"doc_id": 0, "accuracy": {"prediction": "no", "answer": "no"}}]
     assert from_samples(embedded, "f1") == ItemOutcomes("pope", ["0"], [[0, 0, 0, 1]])
     vqa = [{"doc_id": 0, "exact_match": 1.0}, {"doc_id": 1, "exact_match": 0.0}]
@@ -53,3 +55,31 @@ def test_mme_samples_become_one_row_per_image() -> None:
 
     stats = ItemStats("mme", tuple(o.ids), o.stats)
     assert stats.value("mme_perception_score") == 125.0 and stats.value("mme_cognition_score") == 50.0
+
+
+def test_lmms_eval_pope_outcomes_give_back_lmms_evals_own_aggregates_on_any_answer() -> None:
+    """Answers other than a bare yes/no ("Yes." , "maybe", a caption) are where POPE's rule and lmms-eval's differ:
+    the outcomes must reproduce lmms-eval's aggregation functions themselves, on the full set and on a resample."""
+    import numpy as np
+    import pytest
+    from lmms_eval.tasks.pope import utils as lmms_pope
+
+    from selbench.leaderboard.statistics import ItemStats
+
+    answers = ["yes", "no", "Yes.", "maybe", " NO ", "a red circle at the top left.", "yes", "no", "no", "yes"]
+    golds = ["yes", "no", "yes", "no", "yes", "yes", "no", "yes", "no", "no"]
+    docs = [{"question_id": f"q{i}", "answer": g} for i, g in enumerate(golds)]
+    samples = [{"doc_id": i, **lmms_pope.pope_process_results(d, [a])} for i, (d, a) in enumerate(zip(docs, answers))]
+    out = from_samples(samples, "pope_f1_score")
+    assert out is not None and out.kind == "pope_lmms"
+    stats = ItemStats(out.kind, tuple(out.ids), np.asarray(out.stats))
+    aggregate = {"pope_accuracy": lmms_pope.pope_aggregate_accuracy, "pope_precision": lmms_pope.pope_aggregate_precision,
+                 "pope_recall": lmms_pope.pope_aggregate_recall, "pope_f1_score": lmms_pope.pope_aggregate_f1_score,
+                 "pope_yes_ratio": lmms_pope.pope_aggregate_yes_ratio}
+    for pick in (list(range(10)), [0, 0, 2, 3, 3, 5, 6, 6, 9, 9], [3, 5, 5]):  # full set, two resamples
+        sub = ItemStats(out.kind, tuple(f"draw{j}" for j in range(len(pick))), stats.stats[pick])
+        for metric, fn in aggregate.items():
+            want = fn([samples[i][metric] for i in pick])
+            assert sub.value(metric) == pytest.approx(want, abs=1e-15), (pick, metric)
+    # POPE's own rule (the embedded task) would have counted "Yes." and the caption as yes: a different accuracy
+    assert from_predictions("pope", answers, golds).stats != out.stats

@@ -210,7 +210,11 @@ def _check_run(run: dict, task_data: Path, judged: bool = False) -> None:
     from selbench.leaderboard.statistics import ItemStats  # the outcomes give back lmms-eval's own aggregates
 
     for b, metric in (("mme", "mme_perception_score"), ("mme", "mme_cognition_score"),
-                      ("ai2d", "exact_match,flexible-extract"), ("vqav2", "exact_match")):
+                      ("ai2d", "exact_match,flexible-extract"), ("vqav2", "exact_match"),
+                      # lmms-eval's POPE rule (only a bare yes / no answers), not POPE's: the tiny model's answers
+                      # are neither, which POPE's rule would have counted as "yes"
+                      ("pope", "pope_accuracy"), ("pope", "pope_precision"), ("pope", "pope_recall"),
+                      ("pope", "pope_f1_score"), ("pope", "pope_yes_ratio"), ("pope_adv", "pope_f1_score")):
         o = item_outcomes(run["store"], _job(run), b)
         stats = ItemStats(o["kind"], tuple(o["ids"]), np.asarray(o["stats"]))
         assert stats.value(metric.partition(",")[0]) == pytest.approx(run["values"][(b, metric)], abs=1e-9), (b, metric)

@@ -5,8 +5,13 @@ POPE's F1 included — can be recomputed on a resample of items (the paired boot
 Each benchmark's items get one *kind* of sufficient statistics, a row of numbers per item whose column sums
 determine every metric of that benchmark:
 - ``mean``: ``[score, 1]`` — exact match, accuracy (metric = Σscore / Σ1);
-- ``pope``: ``[tp, fp, fn, tn]`` indicators of the yes/no answer (positive = yes), from which accuracy,
-  precision, recall, F1 and the yes-ratio follow;
+- ``pope``: ``[tp, fp, fn, tn]`` indicators of the yes/no answer (positive = yes) under POPE's own rule (an answer
+  containing "no"/"not" is no, anything else yes), from which accuracy, precision, recall, F1 and the yes-ratio
+  follow — the embedded ``emb_pope``;
+- ``pope_lmms``: ``[tp, fp, fn, correct, gold yes, 1]`` under lmms-eval's rule for its POPE tasks (``pope``,
+  ``pope_random`` / ``_pop`` / ``_adv``): only a bare "yes" / "no" (lower-cased, stripped) is an answer, anything else
+  is wrong for accuracy and counts in neither precision nor recall, and lmms-eval's yes-ratio is the share of items
+  whose *gold* answer is yes — so a resample recomputes exactly the values lmms-eval reports;
 - ``mme``: one row per *image* (MME's unit: two questions per image, scored as a pair), a block of
   ``MME_BLOCK`` per subtask of ``MME_SUBTASKS`` — [correct questions, all of the image's questions correct,
   questions, 1] — zeros for the subtasks the image is not in; each subtask's score is
@@ -24,7 +29,8 @@ from dataclasses import dataclass
 
 from selbench.evaluators.metrics import normalize_answer, yes_no
 
-POPE_KEYS = ("pope_accuracy", "accuracy")  # a POPE sample's per-item record: lmms-eval's task, the embedded one
+# a POPE sample's per-item record → its outcome kind: lmms-eval's POPE tasks, the embedded emb_pope task
+POPE_KEYS = {"pope_accuracy": "pope_lmms", "accuracy": "pope"}
 # MME's subtasks as lmms-eval's ``eval_type_dict`` names them; block j of the mme layout is MME_SUBTASKS[j]
 MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
                   "artwork", "OCR")
@@ -59,7 +65,7 @@ def mme_rows(image_ids: Sequence[str], subtasks: Sequence[str], correct: Sequenc
 
 @dataclass
 class ItemOutcomes:
-    kind: str  # "mean" | "pope" | "mme"
+    kind: str  # "mean" | "pope" | "pope_lmms" | "mme"
     ids: list[str]  # benchmark item ids (lmms-eval's doc_id; MME: the image), the same for every checkpoint
     stats: list[list[float]]  # one row per item
 
@@ -75,6 +81,14 @@ def pope_row(prediction: str, answer: str) -> list[float]:
     """[tp, fp, fn, tn] with POPE's rule (an answer containing "no"/"not" is no, anything else yes)."""
     pred, gold = yes_no(prediction) == "yes", normalize_answer(answer) == "yes"
     return [float(pred and gold), float(pred and not gold), float(not pred and gold), float(not pred and not gold)]
+
+
+def pope_lmms_row(prediction: str, answer: str) -> list[float]:
+    """[tp, fp, fn, correct, gold yes, 1] with lmms-eval's rule (``pope_process_results`` and the
+    ``pope_aggregate_*`` functions of its POPE task): an answer other than a bare yes / no is simply wrong."""
+    pred, gold = prediction.lower().strip(), answer.lower().strip()
+    return [float(pred == "yes" and gold == "yes"), float(pred == "yes" and gold == "no"),
+            float(pred == "no" and gold == "yes"), float(pred == gold), float(gold == "yes"), 1.0]
 
 
 def from_predictions(kind: str, predictions: Sequence[str], golds: Sequence[str], scores: Sequence[float] = ()
@@ -101,14 +115,16 @@ def from_samples(samples: Sequence[dict], metric: str) -> ItemOutcomes | None:
     first = samples[0]
     pope_key = next((k for k in POPE_KEYS if isinstance(first.get(k), dict)), None)
     if pope_key is not None:
+        kind = POPE_KEYS[pope_key]
+        row = pope_lmms_row if kind == "pope_lmms" else pope_row
         rows = []
         for s in samples:
             rec = s[pope_key]
             answer = rec.get("answer", rec.get("ground_truth"))
             if answer is None or "prediction" not in rec:
                 return None
-            rows.append(pope_row(str(rec["prediction"]), str(answer)))
-        return ItemOutcomes("pope", ids, rows)
+            rows.append(row(str(rec["prediction"]), str(answer)))
+        return ItemOutcomes(kind, ids, rows)
     if all(isinstance(s.get(metric), (int, float)) and not isinstance(s.get(metric), bool) for s in samples):
         return ItemOutcomes("mean", ids, [[float(s[metric]), 1.0] for s in samples])
     return None

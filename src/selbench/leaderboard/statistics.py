@@ -4,7 +4,8 @@
 ``X [n_items, k]`` whose *column sums* determine every metric of that benchmark through a function
 ``g(sums)``. Resampling items then only changes the sums, ``sums = W @ X`` with ``W [R, n]`` the replicates' item
 counts, so corpus-level metrics (POPE's F1, MME's paired score) are recomputed exactly on every replicate, not
-approximated by averaging per-item scores. The layouts live in ``STAT_KINDS`` (``mean``, ``pope``, ``mme``).
+approximated by averaging per-item scores. The layouts live in ``STAT_KINDS`` (``mean``, ``pope``, ``pope_lmms``,
+``mme``).
 
 **Bootstrap** (``bootstrap``). Every cell and the full-data reference answer the same benchmark items, so one
 multinomial resample of each benchmark's items is shared by all of them on a replicate — the *paired* bootstrap
@@ -107,6 +108,34 @@ def _pope_metric(name: str, totals: np.ndarray) -> MetricFn:
     return lambda s: formula(s[:, 0], s[:, 1], s[:, 2], s[:, 3])
 
 
+def _ratio_or_zero(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den == 0: lmms-eval's convention for POPE's precision, recall and F1."""
+    ok = den != 0
+    return np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+
+
+def _precision(s: np.ndarray) -> np.ndarray:
+    return _ratio_or_zero(s[:, 0], s[:, 0] + s[:, 1])
+
+
+def _recall(s: np.ndarray) -> np.ndarray:
+    return _ratio_or_zero(s[:, 0], s[:, 0] + s[:, 2])
+
+
+# lmms-eval's POPE task (``pope_aggregate_*``) on [tp, fp, fn, correct, gold yes, 1] (evaluators.items.pope_lmms_row)
+_LMMS_POPE_FORMULAS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "pope_accuracy": lambda s: _ratio(s[:, 3], s[:, 5]),
+    "pope_precision": _precision,
+    "pope_recall": _recall,
+    "pope_f1_score": lambda s: _ratio_or_zero(2 * _precision(s) * _recall(s), _precision(s) + _recall(s)),
+    "pope_yes_ratio": lambda s: _ratio(s[:, 4], s[:, 5]),  # lmms-eval's: the share of *gold* yes answers
+}
+
+
+def _lmms_pope_metric(name: str, totals: np.ndarray) -> MetricFn:
+    return _LMMS_POPE_FORMULAS[name]
+
+
 # MME's layout (subtasks in lmms-eval's names, the 4 statistics of a block) is the evaluators' (items.py), which
 # writes these rows from lmms-eval's sample log.
 MME_METRICS: dict[str, tuple[str, ...]] = {
@@ -147,6 +176,8 @@ register_stat_kind(StatKind("mean", 2, "[score, 1]: metric = Σscore / Σ1 (exac
                             _mean_metric))
 register_stat_kind(StatKind("pope", 4, "[tp, fp, fn, tn] indicators (positive = yes)", _pope_metric,
                             tuple(POPE_METRICS)))
+register_stat_kind(StatKind("pope_lmms", 6, "[tp, fp, fn, correct, gold yes, 1] under lmms-eval's POPE rule (only a "
+                            "bare yes / no answers)", _lmms_pope_metric, tuple(_LMMS_POPE_FORMULAS)))
 register_stat_kind(StatKind(
     "mme", 4 * len(MME_SUBTASKS),
     "one row per image; block j (columns 4j..4j+3) = subtask MME_SUBTASKS[j]: [correct questions, 1 if all the "

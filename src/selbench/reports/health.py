@@ -152,6 +152,14 @@ def _constant_reference(items: pd.DataFrame, benchmark: str) -> str | None:
         yes = stats[:, 0] + stats[:, 1]
         if len(yes) > 1 and (yes.sum() == 0 or yes.sum() == len(yes)):
             return f"answers {'yes' if yes.sum() else 'no'} on every item"
+    if kind == "pope_lmms" and stats.shape[1] == 6 and len(stats) > 1:  # [tp, fp, fn, correct, gold yes, 1]
+        yes = stats[:, 0] + stats[:, 1]
+        no = stats[:, 2] + stats[:, 3] - stats[:, 0]  # fn + tn (tn = correct - tp)
+        for word, count in (("yes", yes), ("no", no)):
+            if count.sum() == len(stats):
+                return f"answers {word} on every item"
+        if yes.sum() + no.sum() == 0:
+            return "answers neither yes nor no on any item"
     if kind == "mean" and stats.shape[1] == 2 and len(stats) > 1 and np.all(stats[:, 0] == stats[0, 0]):
         return f"scores {stats[0, 0]:g} on every item"
     return None
