@@ -9,6 +9,7 @@ VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.selbench-installed
 APT_PACKAGES := chromium fonts-dejavu-core docker.io iptables debootstrap texlive-latex-base texlive-latex-recommended
 WORLD ?= out/world
+WORLD_NOISE ?= 0.3
 # pip.conf here lists local index folders that may not exist; drop that noise, keep real errors.
 QUIET := { grep -v '^WARNING: Location' || true; }
 
@@ -72,8 +73,8 @@ test-fast: venv lint
 bench: venv
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=min,median,mean,rounds
 
-world: venv
-	$(VENV)/bin/selbench world --out $(WORLD)
+world: venv  # the demo's world (configs/demo.yaml: 30 % label noise), so `make demo` reuses it
+	$(VENV)/bin/selbench world --out $(WORLD) --noise $(WORLD_NOISE)
 
 clean:
 	rm -rf out runs .pytest_cache .benchmarks

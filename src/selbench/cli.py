@@ -39,10 +39,12 @@ def world(
     from selbench.embedded import build_world
     from selbench.pool.world import NOISE
 
-    if noise is not None and not 0 <= noise < 1:
-        raise typer.BadParameter(f"the share of flipped labels must be in [0, 1): got {noise}", param_hint="--noise")
-    build_world(out, seed=seed, n_samples=samples, n_bench=bench_items, noise=NOISE if noise is None else noise,
-                log=lambda m: err.print(m))
+    try:
+        build_world(out, seed=seed, n_samples=samples, n_bench=bench_items, noise=NOISE if noise is None else noise,
+                    log=lambda m: err.print(m))
+    except ValueError as e:  # a bad setting, refused before anything under --out is touched
+        err.print(f"[red]error:[/] {escape(str(e))}")
+        raise typer.Exit(2) from None
     console.print(f"embedded world ready: [bold]{out}[/]  (pool: {out / 'pool' / 'pool.json'}, "
                   f"benchmarks: {out / 'benchmarks'}, models: {out / 'models'})")
 

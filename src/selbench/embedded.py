@@ -38,7 +38,7 @@ def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_benc
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_key = {"world_version": world.WORLD_VERSION, "seed": seed, "n_samples": n_samples, "n_bench": n_bench,
-                "noise": noise}
+                **({"noise": noise} if noise != world.NOISE else {})}  # worlds marked before the field are reused
     models_key = {**data_key, "stage1": stage1.model_dump(mode="json"), "target": tiny.TARGET.model_dump(),
                   "proxy": tiny.PROXY.model_dump()}
     data_done, models_done = out / "data.done", out / "models.done"

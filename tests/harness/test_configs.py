@@ -101,3 +101,17 @@ def test_task_data_is_resolved_and_keyed_only_when_given(small_world: Path, tmp_
     ev = lambda plan: [j for j in plan.jobs if j.stage == "evaluate"]  # noqa: E731
     assert all("task_data" not in j.config for j in ev(plain))  # existing evaluate ids keep theirs
     assert {j.config["task_data"] for j in ev(local)} == {str(tmp_path / "hub-data")}
+
+
+def test_the_docker_spec_and_make_world_build_the_demos_world() -> None:
+    """configs/docker.yaml reuses the demo's baselines and `make world` prepares the demo: both must name the demo's
+    world exactly — another noise would regenerate out/world under the other's jobs."""
+    import re
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    world = yaml.safe_load((root / "configs" / "demo.yaml").read_text())["world"]
+    assert yaml.safe_load((root / "configs" / "docker.yaml").read_text())["world"] == world
+    make = re.search(r"^WORLD_NOISE \?= (\S+)$", (root / "Makefile").read_text(), re.M)
+    assert make is not None and float(make.group(1)) == world["noise"]

@@ -69,3 +69,8 @@ def test_later_spec_fields_leave_the_spec_hash_alone() -> None:
     assert cold.fingerprint() == plain.fingerprint()
     with_refs = RunSpec.model_validate(_spec(references=["oracle"]))
     assert with_refs.recorded()["references"] == ["oracle"] and with_refs.fingerprint() != plain.fingerprint()
+    # world.noise (added later) likewise: recorded only away from the generator's default
+    assert "noise" not in plain.recorded()["world"]
+    assert RunSpec.model_validate(_spec(world={"out": "w", "noise": 0.06})).fingerprint() == plain.fingerprint()
+    noisy = RunSpec.model_validate(_spec(world={"out": "w", "noise": 0.3}))
+    assert noisy.recorded()["world"]["noise"] == 0.3 and noisy.fingerprint() != plain.fingerprint()

@@ -49,3 +49,19 @@ def test_paired_nightly_finds_a_small_regression_and_ignores_a_rerun(tmp_path: P
     # identical answers: the third night's item outcomes are the second's file, not another copy of it
     assert night_files(tmp_path, third.night)["items"] == f"nights/{second.night}/items.parquet"
     assert not (tmp_path / "nights" / third.night / "items.parquet").exists()
+
+
+def test_a_night_whose_outcomes_changed_layout_falls_back_to_the_seed_rule(tmp_path: Path) -> None:
+    """lmms-eval's POPE tasks moved from POPE's rule ([tp, fp, fn, tn]) to lmms-eval's ([tp, fp, fn, correct, gold
+    yes, 1]): outcomes of two layouts cannot be paired, so the night is recorded and compared without them."""
+    results, timings, items = run_frames()
+    night(tmp_path, results, timings, items, 1)
+    relaid = items.copy()
+    pope = relaid["benchmark"] == "emb_pope"
+    relaid.loc[pope, "kind"] = "pope_lmms"
+    relaid.loc[pope, "stats"] = pd.Series([[tp, fp, fn, tp + tn, tp + fn, 1.0] for tp, fp, fn, tn in
+                                           relaid.loc[pope, "stats"]], index=relaid.index[pope], dtype=object)
+    worse_items, worse_results = flip(relaid, results, "good", 0.05)
+    second = night(tmp_path, worse_results, timings, worse_items, 2)  # used to raise: "… has pope_lmms statistics"
+    assert all("paired bootstrap" not in c.detail for c in second.changes)  # one seed: the ARP tolerance decides
+    assert "items" in night_files(tmp_path, second.night)  # recorded, so the next night compares with this one

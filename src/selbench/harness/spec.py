@@ -316,6 +316,8 @@ class RunSpec(Strict):
         # its hash and the nightly sees no change; warm_workers never (it changes how jobs start, not results)
         if not out["references"]:
             del out["references"]
+        if out["world"] is not None and out["world"]["noise"] == NOISE:
+            del out["world"]["noise"]
         del out["executor"]["warm_workers"]
         return out
 

@@ -78,10 +78,11 @@ class StatKind:
         return self.metric_fn(name, totals)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, NaN where den == 0 (an undefined metric on that replicate, never a crash or a warning)."""
+def _ratio(num: np.ndarray, den: np.ndarray, undefined: float = np.nan) -> np.ndarray:
+    """num / den, ``undefined`` where den == 0 (NaN: an undefined metric on that replicate, never a crash or a
+    warning; lmms-eval's POPE aggregates give 0 there)."""
     ok = den != 0
-    return np.where(ok, num / np.where(ok, den, 1.0), np.nan)
+    return np.where(ok, num / np.where(ok, den, 1.0), undefined)
 
 
 def _mean_metric(name: str, totals: np.ndarray) -> MetricFn:
@@ -108,26 +109,26 @@ def _pope_metric(name: str, totals: np.ndarray) -> MetricFn:
     return lambda s: formula(s[:, 0], s[:, 1], s[:, 2], s[:, 3])
 
 
-def _ratio_or_zero(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, 0 where den == 0: lmms-eval's convention for POPE's precision, recall and F1."""
-    ok = den != 0
-    return np.where(ok, num / np.where(ok, den, 1.0), 0.0)
-
-
 def _precision(s: np.ndarray) -> np.ndarray:
-    return _ratio_or_zero(s[:, 0], s[:, 0] + s[:, 1])
+    return _ratio(s[:, 0], s[:, 0] + s[:, 1], 0.0)
 
 
 def _recall(s: np.ndarray) -> np.ndarray:
-    return _ratio_or_zero(s[:, 0], s[:, 0] + s[:, 2])
+    return _ratio(s[:, 0], s[:, 0] + s[:, 2], 0.0)
 
 
-# lmms-eval's POPE task (``pope_aggregate_*``) on [tp, fp, fn, correct, gold yes, 1] (evaluators.items.pope_lmms_row)
+def _f1(s: np.ndarray) -> np.ndarray:
+    p, r = _precision(s), _recall(s)
+    return _ratio(2 * p * r, p + r, 0.0)
+
+
+# lmms-eval's POPE task (``pope_aggregate_*``, 0 where a denominator is 0) on [tp, fp, fn, correct, gold yes, 1]
+# (evaluators.items.pope_lmms_row)
 _LMMS_POPE_FORMULAS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "pope_accuracy": lambda s: _ratio(s[:, 3], s[:, 5]),
     "pope_precision": _precision,
     "pope_recall": _recall,
-    "pope_f1_score": lambda s: _ratio_or_zero(2 * _precision(s) * _recall(s), _precision(s) + _recall(s)),
+    "pope_f1_score": _f1,
     "pope_yes_ratio": lambda s: _ratio(s[:, 4], s[:, 5]),  # lmms-eval's: the share of *gold* yes answers
 }
 

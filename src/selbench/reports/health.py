@@ -141,6 +141,15 @@ def flags(run: RunData, items: pd.DataFrame | None = None) -> list[Flag]:
     return out
 
 
+def _pope_answers(kind: str, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per item, whether the answer was yes and whether it was no, from either POPE layout (None for others)."""
+    if kind == "pope" and stats.shape[1] == 4:  # [tp, fp, fn, tn] under POPE's rule: every answer is yes or no
+        return stats[:, 0] + stats[:, 1], stats[:, 2] + stats[:, 3]
+    if kind == "pope_lmms" and stats.shape[1] == 6:  # [tp, fp, fn, correct, gold yes, 1]: no = fn + (correct - tp)
+        return stats[:, 0] + stats[:, 1], stats[:, 2] + stats[:, 3] - stats[:, 0]
+    return None
+
+
 def _constant_reference(items: pd.DataFrame, benchmark: str) -> str | None:
     """How the reference's per-item outcomes on ``benchmark`` are constant, if they are."""
     mine = items[(items["selector"] == REFERENCE) & (items["benchmark"] == benchmark)]
@@ -148,18 +157,11 @@ def _constant_reference(items: pd.DataFrame, benchmark: str) -> str | None:
         return None
     kind = mine["kind"].iloc[0]
     stats = np.array([np.asarray(s, dtype=np.float64) for s in mine["stats"]])
-    if kind == "pope" and stats.shape[1] == 4:  # [tp, fp, fn, tn]: predicted yes = tp + fp
-        yes = stats[:, 0] + stats[:, 1]
-        if len(yes) > 1 and (yes.sum() == 0 or yes.sum() == len(yes)):
-            return f"answers {'yes' if yes.sum() else 'no'} on every item"
-    if kind == "pope_lmms" and stats.shape[1] == 6 and len(stats) > 1:  # [tp, fp, fn, correct, gold yes, 1]
-        yes = stats[:, 0] + stats[:, 1]
-        no = stats[:, 2] + stats[:, 3] - stats[:, 0]  # fn + tn (tn = correct - tp)
-        for word, count in (("yes", yes), ("no", no)):
+    answered = _pope_answers(kind, stats)
+    if answered is not None and len(stats) > 1:
+        for word, count in zip(("yes", "no"), answered):
             if count.sum() == len(stats):
                 return f"answers {word} on every item"
-        if yes.sum() + no.sum() == 0:
-            return "answers neither yes nor no on any item"
     if kind == "mean" and stats.shape[1] == 2 and len(stats) > 1 and np.all(stats[:, 0] == stats[0, 0]):
         return f"scores {stats[0, 0]:g} on every item"
     return None

@@ -122,14 +122,25 @@ def paired_changes(prev_items: pd.DataFrame | None, cur_items: pd.DataFrame | No
     if prev_items is None or cur_items is None or prev_items.empty or cur_items.empty or not columns:
         return {}
     (prev, prev_ref), (cur, cur_ref) = seed_runs(prev_items), seed_runs(cur_items)
-    if not prev_ref or not cur_ref:
+    if not prev_ref or not cur_ref or not _pairable(prev_ref, cur_ref):
         return {}
     out: Paired = {}
     for key in cur:
-        if key in prev and len(prev[key]) == len(cur[key]):
+        if key in prev and len(prev[key]) == len(cur[key]) and _pairable(prev[key], cur[key]):
             out[key] = paired_difference(prev[key], cur[key], columns, prev_ref, cur_ref, replicates=replicates,
                                          seed=seed)
     return out
+
+
+def _pairable(before: Sequence[dict], after: Sequence[dict]) -> bool:
+    """Whether two nights' outcomes of one cell can be paired: every benchmark both nights have holds the same
+    outcome kind over the same items. Not so after a change of how outcomes are recorded (lmms-eval's POPE tasks
+    moved from POPE's rule to lmms-eval's) or of a benchmark's items: that cell falls back to the seed-noise rule."""
+    for b, a in zip(before, after):
+        for bench in b.keys() & a.keys():
+            if b[bench].kind != a[bench].kind or set(b[bench].ids) != set(a[bench].ids):
+                return False
+    return True
 
 
 def compare(previous: pd.DataFrame, current: pd.DataFrame, th: Thresholds = Thresholds(),
