@@ -33,8 +33,7 @@ def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_benc
                 noise: float = world.NOISE, stage1: TrainConfig = STAGE1, log: Callable[[str], None] = print) -> Path:
     """Write data and models under ``out``. Each part is skipped when its ``*.done`` marker records the same
     parameters and world version; a changed generator or setting rebuilds it (and everything after it)."""
-    if not 0 <= noise < 1:  # before anything under ``out`` is touched: a bad setting loses no existing world
-        raise ValueError(f"world noise must be in [0, 1): got {noise}")
+    world.check_noise(noise)  # before anything under ``out`` is touched: a bad setting loses no existing world
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_key = {"world_version": world.WORLD_VERSION, "seed": seed, "n_samples": n_samples, "n_bench": n_bench,

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 
 from selbench.evaluators.metrics import normalize_answer, yes_no
 
-# a POPE sample's per-item record → its outcome kind: lmms-eval's POPE tasks, the embedded emb_pope task
-POPE_KEYS = {"pope_accuracy": "pope_lmms", "accuracy": "pope"}
 # MME's subtasks as lmms-eval's ``eval_type_dict`` names them; block j of the mme layout is MME_SUBTASKS[j]
 MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
                   "artwork", "OCR")
@@ -91,6 +89,10 @@ def pope_lmms_row(prediction: str, answer: str) -> list[float]:
             float(pred == "no" and gold == "yes"), float(pred == gold), float(gold == "yes"), 1.0]
 
 
+# a POPE sample's per-item record → its outcome kind and row: lmms-eval's POPE tasks, the embedded emb_pope task
+POPE_KEYS = {"pope_accuracy": ("pope_lmms", pope_lmms_row), "accuracy": ("pope", pope_row)}
+
+
 def from_predictions(kind: str, predictions: Sequence[str], golds: Sequence[str], scores: Sequence[float] = ()
                      ) -> ItemOutcomes:
     """The direct backend's outcomes: items numbered in data order (as lmms-eval's doc_id)."""
@@ -115,8 +117,7 @@ def from_samples(samples: Sequence[dict], metric: str) -> ItemOutcomes | None:
     first = samples[0]
     pope_key = next((k for k in POPE_KEYS if isinstance(first.get(k), dict)), None)
     if pope_key is not None:
-        kind = POPE_KEYS[pope_key]
-        row = pope_lmms_row if kind == "pope_lmms" else pope_row
+        kind, row = POPE_KEYS[pope_key]
         rows = []
         for s in samples:
             rec = s[pope_key]

@@ -290,12 +290,16 @@ def make_benchmark(spec: BenchmarkSpec, n: int, seed: int) -> list[dict]:
     return items
 
 
+def check_noise(noise: float) -> None:
+    if not 0 <= noise < 1:
+        raise ValueError(f"world noise must be in [0, 1): got {noise}")
+
+
 def generate(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_bench: int = 200,
              noise: float = NOISE) -> dict:
     """Write the embedded world's data (pool, captions, benchmarks) under ``out``; ``noise`` is the share of pool
     turns whose label is flipped (benchmarks are always clean). Models: selbench.models.tiny."""
-    if not 0 <= noise < 1:
-        raise ValueError(f"world noise must be in [0, 1): got {noise}")
+    check_noise(noise)
     import pyarrow as pa
     import pyarrow.parquet as pq
 

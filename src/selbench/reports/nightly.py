@@ -138,7 +138,8 @@ def _pairable(before: Sequence[dict], after: Sequence[dict]) -> bool:
     moved from POPE's rule to lmms-eval's) or of a benchmark's items: that cell falls back to the seed-noise rule."""
     for b, a in zip(before, after):
         for bench in b.keys() & a.keys():
-            if b[bench].kind != a[bench].kind or set(b[bench].ids) != set(a[bench].ids):
+            x, y = b[bench], a[bench]
+            if x.kind != y.kind or (x.ids != y.ids and set(x.ids) != set(y.ids)):
                 return False
     return True
 
