@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from selbench.models import tiny
 from selbench.models.chat import IMAGE
 from selbench.models.extract import FeatureEngine
+from selbench.models.training import total_steps
 from selbench.pool.manifest import examples
 from selbench.selectors.base import ScoringContext
 from selbench.selectors.xmas import (
@@ -134,6 +135,13 @@ def test_alignment_scores_use_eq4_by_default(small_world, small_pool, tmp_path) 
 def test_defaults_follow_the_paper_and_the_reference() -> None:
     cfg = XmasConfig()
     assert (cfg.attention, cfg.n_clusters, cfg.niter, cfg.min_cluster_size) == ("concat", 1000, 100, 3)
+    # the reference's proxy fine-tune (XMAS/scripts/train/finetune.sh, train_stablelm.sh): full LLM + connector at 2e-5,
+    # frozen vision tower, one epoch, warm-up 0.03, 2,048 tokens, global batch 32 (4 GPUs × 8 there, 8 × 4 here)
+    pt = cfg.proxy_training
+    assert (pt.method, pt.lr, pt.projector_lr, pt.epochs, pt.warmup_ratio, pt.freeze_vision, pt.max_length) == (
+        "full", 2e-5, None, 1.0, 0.03, True, 2048)
+    assert pt.batch_size * pt.grad_accum == 32
+    assert total_steps(665_298, pt)[1] == math.ceil(665_298 / 32)  # optimiser steps: those of global batch 32
     assert XmasSelector.revision == 2
     assert XmasConfig(n_clusters="scaled").n_clusters == "scaled"
     with pytest.raises(ValidationError):

@@ -63,8 +63,11 @@ class XmasConfig(BaseModel):
     niter: int = Field(100, ge=1)  # the reference's k-means iterations
     min_cluster_size: int = Field(3, ge=1)  # the reference samples only from clusters of more than 2
     seed: int = 0  # k-means seed (clustering is part of scoring, shared across selection seeds)
+    # the reference's proxy fine-tune (XMAS/scripts/train/finetune.sh): one epoch of the whole pool, LLM and connector
+    # full at 2e-5 (cosine, warm-up 0.03), vision tower frozen, 2,048 tokens, global batch 32 (4 GPUs × 8): here 8 × 4
+    # accumulation steps on the one device a selection job has
     proxy_training: TrainConfig = Field(default_factory=lambda: TrainConfig(
-        method="full", lr=2e-5, projector_lr=None, epochs=1.0, batch_size=16))
+        method="full", lr=2e-5, projector_lr=None, epochs=1.0, batch_size=8, grad_accum=4))
 
 
 def checkpoint_steps(total_steps: int, c: int) -> list[int]:
