@@ -159,10 +159,11 @@ def test_generation_overrides_name_benchmarks_of_the_spec() -> None:
     from selbench.harness.spec import RunSpec
 
     base = {"name": "t", "world": {"out": "w"}, "selectors": [{"name": "random"}], "budgets": [0.1]}
-    spec = RunSpec(**base, protocol="xmas_v1", evaluation={"generation": {"mmvet": {"max_new_tokens": 1024}}})
+    judge = {"judge": "gpt-4-0613"}  # xmas_v1 has judge-scored benchmarks: a spec without a judge is refused
+    spec = RunSpec(**base, protocol="xmas_v1", evaluation={**judge, "generation": {"mmvet": {"max_new_tokens": 1024}}})
     assert spec.evaluation.max_new_tokens is None and spec.evaluation.generation["mmvet"]["max_new_tokens"] == 1024
     with pytest.raises(ValueError, match="evaluation.generation names ocrbench, not a benchmark of this spec"):
-        RunSpec(**base, protocol="xmas_v1", evaluation={"generation": {"ocrbench": {"max_new_tokens": 8}}})
+        RunSpec(**base, protocol="xmas_v1", evaluation={**judge, "generation": {"ocrbench": {"max_new_tokens": 8}}})
 
 
 def test_judges_are_never_a_silent_fallback() -> None:

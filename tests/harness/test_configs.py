@@ -71,8 +71,10 @@ def test_protocols_benchmarks_and_typos_are_resolved_at_load() -> None:
     for named in ({"benchmarks": "embedded_v1"}, {"benchmarks": ["embedded_v1"]}, {"protocol": "embedded_v1"}):
         spec = RunSpec(**{**_spec(), "benchmarks": [], **named})
         assert spec.protocol == "embedded_v1" and spec.benchmarks == embedded
-    xmas = RunSpec(**{**_spec(), "benchmarks": [], "protocol": "xmas_v1"})
+    xmas = RunSpec(**{**_spec(), "benchmarks": [], "protocol": "xmas_v1", "evaluation": {"judge": "gpt-4-0613"}})
     assert xmas.benchmarks == get_protocol("xmas_v1").benchmarks and len(xmas.columns) == 10
+    # MMBench-En has a judge-free variant, so it needs no judge (MMBench-Cn does: tests/harness/test_spec_bad_input.py)
+    assert RunSpec(**{**_spec(), "benchmarks": ["mmbench_en", "gqa"]}).evaluation.judge is None
     with pytest.raises(ValueError, match=r"unknown benchmark 'emb_vqaa' \(did you mean emb_vqa.*protocols: .*xmas_v1"):
         RunSpec(**{**_spec(), "benchmarks": ["emb_vqaa"]})
     with pytest.raises(ValueError, match="emb_vqa named more than once"):

@@ -33,6 +33,11 @@ SPEC_CASES = [
     ({"benchmarks": [], "protocol": "xmas_v2"}, r"unknown protocol 'xmas_v2'"),
     ({"protocol": "xmas_v1"}, r"protocol xmas_v1 evaluates .*`benchmarks` lists emb_vqa"),
     ({"benchmarks": []}, r"a spec names a `protocol` or its `benchmarks`"),
+    # refused at load, not after every fine-tune: each benchmark that cannot be scored without a judge is named
+    ({"benchmarks": [], "protocol": "xmas_v1"},
+     r"evaluation\.judge is not set.*benchmark mmvet is scored by a judge model.*benchmark llava_bench is scored"),
+    ({"benchmarks": [], "protocol": "scalselect_v1"},
+     r"evaluation\.judge is not set.*mmbench_cn \(mmbench_cn_dev\) falls back to a GPT matcher.*no judge-free variant"),
     ({"evaluation": {"generation": {"mmvet": {"max_new_tokens": 9}}}}, r"evaluation\.generation names mmvet"),
     ({"evaluation": {"backend": "vllm"}}, r"evaluation\.backend"),
     ({"statistics": {"replicates": 10}}, r"statistics\.replicates.*greater than or equal to 100"),

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selbench.evaluators.benchmarks import get as get_benchmark
+from selbench.evaluators.benchmarks import task_for
 from selbench.evaluators.judge_config import Judge
 from selbench.evaluators.protocols import PROTOCOLS, Column, columns_for, get_protocol, resolve_benchmarks
 from selbench.harness.store import stable_hash
@@ -221,6 +222,7 @@ class RunSpec(Strict):
             if not self.benchmarks:
                 raise ValueError("a spec names a `protocol` or its `benchmarks`")
             self._check_evaluation(self.benchmarks)
+            self._check_judge(self.benchmarks)
             return self
         self._check_evaluation(get_protocol(self.protocol).benchmarks)
         needed = get_protocol(self.protocol).benchmarks
@@ -229,7 +231,20 @@ class RunSpec(Strict):
         elif sorted(self.benchmarks) != sorted(needed):
             raise ValueError(f"protocol {self.protocol} evaluates {', '.join(needed)}; `benchmarks` lists "
                              f"{', '.join(self.benchmarks)} (leave `benchmarks` out)")
+        self._check_judge(needed)
         return self
+
+    def _check_judge(self, benchmarks: list[str]) -> None:
+        """A benchmark that cannot be scored without a judge fails every evaluate job, after every fine-tune has
+        run: refuse the spec now instead."""
+        problems = []
+        for name in benchmarks:
+            try:
+                task_for(get_benchmark(name), self.evaluation.judge)
+            except ValueError as e:
+                problems.append(str(e))
+        if problems:
+            raise ValueError("evaluation.judge is not set, and every evaluation would fail: " + "; ".join(problems))
 
     def _check_evaluation(self, benchmarks: list[str]) -> None:
         for field in ("generation", "limit"):
