@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from selbench.evaluators.items import ItemOutcomes, from_predictions, from_samples, pope_row
 from selbench.evaluators.metrics import pope_metrics
 
@@ -84,3 +88,43 @@ def test_lmms_eval_pope_outcomes_give_back_lmms_evals_own_aggregates_on_any_answ
     pope_rule = from_predictions("pope", answers, golds)
     assert ItemStats("pope", tuple(pope_rule.ids), np.asarray(pope_rule.stats)).value("pope_accuracy") != \
         lmms_pope.pope_aggregate_accuracy([s["pope_accuracy"] for s in samples])
+
+
+def _fresh_ocrbench_utils():
+    """lmms-eval's OCRBench utils, loaded anew: its aggregation adds into a module-level tally (lmms-eval loads the
+    module once per task), so every aggregate here gets its own copy."""
+    import importlib.util
+
+    import lmms_eval.tasks.ocrbench as pkg
+
+    spec = importlib.util.spec_from_file_location("ocrbench_utils_fresh", Path(pkg.__path__[0]) / "utils.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ocrbench_outcomes_give_back_lmms_evals_score_on_the_set_and_resamples(tmp_path: Path) -> None:
+    """lmms-eval divides OCRBench's correct answers by 1,000 whatever number of items ran: the outcomes' weights
+    make a resample of any size give what lmms-eval's own aggregation gives on that resample."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from selbench.leaderboard.statistics import ItemStats
+
+    ocr = _fresh_ocrbench_utils()
+    docs = [{"answer": a, "dataset": "IIIT5K", "question_type": t} for a, t in (
+        ("STOP", "Regular Text Recognition"), ("cafe", "Scene Text-centric VQA"), (["7", "seven"], "Doc-oriented VQA"),
+        ("x^2", "Key Information Extraction"), ("42", "Digit String Recognition"))]
+    answers = ["stop sign", "a shop", "Seven.", "x^2", "4 2"]
+    samples = [{"doc_id": i, **ocr.ocrbench_process_results(d, [a])} for i, (d, a) in enumerate(zip(docs, answers))]
+    out = from_samples(samples, "ocrbench_accuracy")
+    assert out is not None and out.kind == "mean"
+    stats = ItemStats(out.kind, tuple(out.ids), np.asarray(out.stats))
+    args = SimpleNamespace(output_path=str(tmp_path))
+    for pick in ([0, 1, 2, 3, 4], [0, 0, 2, 3, 3], [1, 1, 4, 4, 4]):  # the set and two resamples
+        want = _fresh_ocrbench_utils().ocrbench_aggregate_accuracy([samples[i]["ocrbench_accuracy"] for i in pick], args)
+        got = ItemStats(out.kind, tuple(f"d{j}" for j in range(5)), stats.stats[pick]).value("ocrbench_accuracy")
+        assert got == pytest.approx(want, abs=1e-12), pick
+    assert want == 0.0 and stats.value("ocrbench_accuracy") == pytest.approx(3 / 1000)  # 3 right, over 1,000

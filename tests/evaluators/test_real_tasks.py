@@ -202,9 +202,9 @@ def _check_run(run: dict, task_data: Path, judged: bool = False) -> None:
     assert not list(task_data.glob("submissions")) and not list(task_data.glob("results"))
     # per-item outcomes (the statistics' input) where the samples carry them
     with_items = {b for b in ran if run["saved"][b]["items"]}
-    # (MMBench's, OCRBench's and MMMU's samples hold records only their aggregation reads: no interval for those)
+    # (MMBench's and MMMU's samples hold records only their aggregation reads: no interval for those)
     assert with_items == {"vqav2", "gqa", "vizwiz", "textvqa", "scienceqa_img", "pope_random", "pope_pop",
-                          "pope_adv", "mme", "ai2d", "pope"}
+                          "pope_adv", "mme", "ai2d", "pope", "ocrbench"}
     mme = item_outcomes(run["store"], _job(run), "mme")
     assert mme["kind"] == "mme" and len(mme["ids"]) == 3  # one row per image (two questions each)
     from selbench.leaderboard.statistics import ItemStats  # the outcomes give back lmms-eval's own aggregates
@@ -214,7 +214,9 @@ def _check_run(run: dict, task_data: Path, judged: bool = False) -> None:
                       # lmms-eval's POPE rule (only a bare yes / no answers), not POPE's: the tiny model's answers
                       # are neither, which POPE's rule would have counted as "yes"
                       ("pope", "pope_accuracy"), ("pope", "pope_precision"), ("pope", "pope_recall"),
-                      ("pope", "pope_f1_score"), ("pope", "pope_yes_ratio"), ("pope_adv", "pope_f1_score")):
+                      ("pope", "pope_f1_score"), ("pope", "pope_yes_ratio"), ("pope_adv", "pope_f1_score"),
+                      # lmms-eval divides OCRBench's correct answers by 1,000, not by the fixture's items
+                      ("ocrbench", "ocrbench_accuracy")):
         o = item_outcomes(run["store"], _job(run), b)
         stats = ItemStats(o["kind"], tuple(o["ids"]), np.asarray(o["stats"]))
         assert stats.value(metric.partition(",")[0]) == pytest.approx(run["values"][(b, metric)], abs=1e-9), (b, metric)

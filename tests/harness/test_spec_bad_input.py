@@ -31,6 +31,10 @@ SPEC_CASES = [
     ({"benchmarks": ["emb_vqaa"]}, r"unknown benchmark 'emb_vqaa' \(did you mean emb_vqa"),
     ({"benchmarks": ["emb_vqa", "emb_vqa"]}, r"emb_vqa named more than once"),
     ({"benchmarks": [], "protocol": "xmas_v2"}, r"unknown protocol 'xmas_v2'"),
+    # in a list each benchmark is one primary-metric column: POPE-A/P and MME-C would silently change meaning
+    ({"benchmarks": ["scalselect_v1", "mmmu"], "evaluation": {"judge": "gpt-4-0613"}},
+     r"benchmarks: scalselect_v1 is a protocol whose columns are not one primary metric per benchmark .*POPE-A.*"
+     r"name it alone \(`protocol: scalselect_v1`\)"),
     ({"protocol": "xmas_v1"}, r"protocol xmas_v1 evaluates .*`benchmarks` lists emb_vqa"),
     ({"benchmarks": []}, r"a spec names a `protocol` or its `benchmarks`"),
     # refused at load, not after every fine-tune: each benchmark that cannot be scored without a judge is named

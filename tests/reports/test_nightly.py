@@ -71,6 +71,16 @@ def test_failures_osc_new_and_dropped() -> None:
     assert compare(night({("a", "10%"): [60.0]}, osc=0.5), night({("a", "10%"): [60.0]}, osc=0.6)) == []
 
 
+def test_an_arp_that_becomes_na_is_a_regression_and_its_return_an_improvement() -> None:
+    """Both nights done, but tonight a column is missing (or the reference scored 0): N/A propagates to the verdict."""
+    lost = compare(night({("a", "10%"): [80.0], ("b", "10%"): [70.0]}),
+                   night({("a", "10%"): [None], ("b", "10%"): [70.0]}))
+    assert kinds(lost) == {("a", "10%", "regression", "arp_v1")} and "ARP 80.0 → N/A" in lost[0].detail
+    back = compare(night({("a", "10%"): [None]}), night({("a", "10%"): [80.0]}))
+    assert kinds(back) == {("a", "10%", "improvement", "arp_v1")}
+    assert compare(night({("a", "10%"): [None]}), night({("a", "10%"): [None]})) == []
+
+
 def test_history_appends_and_compares_with_the_same_run(tmp_path) -> None:
     t0 = dt.datetime(2026, 11, 20, 3, tzinfo=dt.timezone.utc)
     a = record(tmp_path, night({("a", "10%"): [60.0]}), "demo", "h1", "c1", now=t0,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from selbench.cli import app
 from selbench.reports.export import to_csv
-from selbench.reports.tables import SIGNIFICANT, arp_table, from_frames, significance_table
+from selbench.reports.tables import SIGNIFICANT, arp_table, benchmark_tables, from_frames, significance_table
 
 N = 400
 SPEC = {"name": "ci", "benchmarks": ["emb_vqa", "emb_pope"], "world": {"seed": 0, "samples": 1000, "out": "w"},
@@ -70,6 +70,25 @@ def test_arp_table_shows_cis_tie_groups_and_differences_to_random(tmp_path: Path
     assert row[3].text.startswith("+0.0 [+0.0, +0.0]") and row[4].value == 1.0  # identical: degenerate, p = 1
     rows = list(csv.reader(io.StringIO(to_csv(table))))
     assert rows[0] == ["Selector", "10%", "10% low", "10% high"]
+
+
+def test_without_any_ci_at_a_budget_the_best_point_value_is_bold_and_the_caption_says_so(tmp_path: Path) -> None:
+    """A column without per-item outcomes (MMBench's, OCRBench's, a judge's) leaves every cell without a CI: the
+    tables still mark the best, by its point value, and say that they do."""
+    results, timings, items = run_frames()
+    run = from_frames(results, timings, SPEC, tmp_path, items[items["benchmark"] != "emb_pope"])
+    assert run.intervals is not None
+    table = arp_table(run)
+    cells = {r[0].text: r[1] for r in table.rows}
+    assert all(c.low is None for c in cells.values())
+    assert cells["good"].best and not cells["Random"].best and not cells["same"].best
+    assert "at 10%, where no cell has a CI" in table.caption and "bold marks the best ARP" in table.caption
+    bench = benchmark_tables(run)[0]
+    rel = {r[0].text: r[-1] for r in bench.rows}
+    assert rel["good"].best and not rel["Random"].best and "Rel.: where no cell has a CI" in bench.caption
+    # with every column's outcomes the tie group decides, and the caption does not claim the fallback
+    full = from_frames(results, timings, SPEC, tmp_path, items)
+    assert "where no cell has a CI" not in arp_table(full).caption + benchmark_tables(full)[0].caption
 
 
 def test_report_two_decimals_and_intervals_json(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ POPE's F1 included — can be recomputed on a resample of items (the paired boot
 
 Each benchmark's items get one *kind* of sufficient statistics, a row of numbers per item whose column sums
 determine every metric of that benchmark:
-- ``mean``: ``[score, 1]`` — exact match, accuracy (metric = Σscore / Σ1);
+- ``mean``: ``[score, w]`` — exact match, accuracy (metric = Σscore / Σw, w = 1: the mean); OCRBench's
+  ``ocrbench_accuracy`` gets w = 1,000 / n, since lmms-eval divides its correct answers by OCRBench's 1,000 items
+  whatever number ran (the same on the full set, where w = 1);
 - ``pope``: ``[tp, fp, fn, tn]`` indicators of the yes/no answer (positive = yes) under POPE's own rule (an answer
   containing "no"/"not" is no, anything else yes), from which accuracy, precision, recall, F1 and the yes-ratio
   follow — the embedded ``emb_pope``;
@@ -35,6 +37,8 @@ MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebri
 MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 MME_SUBTASKS = MME_PERCEPTION + MME_COGNITION
 MME_BLOCK = ("correct", "both_correct", "questions", "images")  # the 4 statistics of one block
+OCRBENCH_KEY = "ocrbench_accuracy"  # lmms-eval's per-sample record: {question_type, score, prediction, ground_truth}
+OCRBENCH_ITEMS = 1000  # its aggregation: Σscore / 1,000
 # lmms-eval's per-sample records: 0.7.3 writes mme_perception_score (the rehearsal, tests/evaluators/
 # test_real_tasks.py, reads it); earlier versions spelled it mme_percetion_score
 MME_KEYS = ("mme_perception_score", "mme_percetion_score", "mme_cognition_score")
@@ -126,6 +130,12 @@ def from_samples(samples: Sequence[dict], metric: str) -> ItemOutcomes | None:
                 return None
             rows.append(row(str(rec["prediction"]), str(answer)))
         return ItemOutcomes(kind, ids, rows)
+    if isinstance(first.get(OCRBENCH_KEY), dict):
+        scores = [s[OCRBENCH_KEY].get("score") if isinstance(s.get(OCRBENCH_KEY), dict) else None for s in samples]
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores):
+            return None
+        weight = OCRBENCH_ITEMS / len(samples)
+        return ItemOutcomes("mean", ids, [[float(x), weight] for x in scores])  # type: ignore[arg-type]
     if all(isinstance(s.get(metric), (int, float)) and not isinstance(s.get(metric), bool) for s in samples):
         return ItemOutcomes("mean", ids, [[float(s[metric]), 1.0] for s in samples])
     return None

@@ -104,15 +104,28 @@ def columns_for(protocol: str | None, benchmarks: Sequence[str]) -> list[Column]
     return [_col(b, b, b) for b in benchmarks]
 
 
+def _plain(protocol: Protocol) -> bool:
+    """Whether the protocol's columns are exactly one column per benchmark reading its primary metric."""
+    return [(c.sources, c.scale) for c in protocol.columns] == [
+        ((Source(b, REGISTRY[b].metric),), REGISTRY[b].scale) for b in protocol.benchmarks]
+
+
 def resolve_benchmarks(entries: Iterable[object]) -> list[str]:
     """Benchmark names and protocol names (expanded to the protocol's benchmarks, in place) → benchmark names, in
     order. An unknown name fails at once with the nearest known names and the full lists; a benchmark named
     twice is an error."""
     names: list[str] = []
+    entries = list(entries)
     for entry in entries:
         if not isinstance(entry, str):
             raise ValueError(f"benchmarks: {entry!r} is not a benchmark or protocol name")
         if entry in PROTOCOLS:
+            if len(entries) > 1 and not _plain(PROTOCOLS[entry]):
+                # in a list, every benchmark is one column of its primary metric: this protocol's columns would
+                # silently become others (POPE-A/P one POPE F1, MME-C gone, a three-split mean three columns)
+                raise ValueError(f"benchmarks: {entry} is a protocol whose columns are not one primary metric per "
+                                 f"benchmark ({', '.join(c.label for c in PROTOCOLS[entry].columns)}): name it alone "
+                                 f"(`protocol: {entry}`), or list the benchmarks you want instead")
             names += PROTOCOLS[entry].benchmarks
         elif entry in REGISTRY:
             names.append(entry)

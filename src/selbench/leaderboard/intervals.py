@@ -44,9 +44,9 @@ class Intervals:
                 "random": self.random_label}
 
 
-def seed_runs(items: pd.DataFrame) -> tuple[dict[tuple[str, str], list[dict[str, ItemStats]]], list[dict]]:
-    """items.parquet (selector, budget, seed, benchmark, item, kind, stats) → per (selector, budget) the seeds'
-    ItemStats by benchmark, and the reference's."""
+def seed_outcomes(items: pd.DataFrame) -> dict[tuple[str, str], dict[int, dict[str, ItemStats]]]:
+    """items.parquet (selector, budget, seed, benchmark, item, kind, stats) → per (selector, budget), per seed, the
+    ItemStats by benchmark."""
     cells: dict[tuple[str, str], dict[int, dict[str, ItemStats]]] = {}
     for (sel, budget, seed, bench), g in items.groupby(["selector", "budget", "seed", "benchmark"], sort=False):
         kinds = set(g["kind"])
@@ -55,7 +55,12 @@ def seed_runs(items: pd.DataFrame) -> tuple[dict[tuple[str, str], list[dict[str,
         stats = np.array([np.asarray(s, dtype=np.float64) for s in g["stats"]])
         cells.setdefault((sel, budget), {}).setdefault(int(seed), {})[bench] = ItemStats(
             kinds.pop(), tuple(str(i) for i in g["item"]), stats)
-    runs = {k: [by_seed[s] for s in sorted(by_seed)] for k, by_seed in cells.items()}
+    return cells
+
+
+def seed_runs(items: pd.DataFrame) -> tuple[dict[tuple[str, str], list[dict[str, ItemStats]]], list[dict]]:
+    """Per (selector, budget) the seeds' ItemStats by benchmark (in seed order), and the reference's."""
+    runs = {k: [by_seed[s] for s in sorted(by_seed)] for k, by_seed in seed_outcomes(items).items()}
     reference = next((v for k, v in runs.items() if k[0] == REFERENCE), [])
     return {k: v for k, v in runs.items() if k[0] != REFERENCE}, reference
 
@@ -65,12 +70,22 @@ def intervals(board: pd.DataFrame, items: pd.DataFrame, columns: Sequence[Column
     """None when the run kept no per-item outcomes (an older store) or has no reference outcomes."""
     if items is None or items.empty or board.empty:
         return None
-    runs, reference = seed_runs(items)
+    outcomes = seed_outcomes(items)
+    listed = {(str(k[0]), str(k[1])): sorted({int(s) for s in g})
+              for k, g in board.groupby(["selector", "budget"], sort=False)["seed"]}
+
+    def complete(key: tuple[str, str]) -> SeedRuns:
+        """The cell's seeds in order — all the board lists, or none: a cell with a failed seed is N/A here as in the
+        ARP table, never the mean of the seeds that finished."""
+        got, want = outcomes.get(key, {}), listed.get(key, [])
+        return [got[s] for s in want] if want and all(s in got for s in want) else []
+
+    reference = next((complete(k) for k in listed if k[0] == REFERENCE), [])
     if not reference:
         return None
-    order = [(s, b) for s, b in dict.fromkeys(zip(board["selector"], board["budget"])) if s != REFERENCE]
+    order = [k for k in listed if k[0] != REFERENCE]
     # every done or failed cell of the board takes part; one without outcomes is N/A, never dropped silently
-    cells: dict[tuple[str, str], SeedRuns] = {k: runs.get(k, []) for k in order}
+    cells: dict[tuple[str, str], SeedRuns] = {k: complete(k) for k in order}
     result = bootstrap(cells, reference, columns, replicates=replicates, seed=seed, confidence=confidence,
                        unranked=SANITY)
     vs = []

@@ -173,8 +173,8 @@ def register_stat_kind(kind: StatKind) -> None:
     STAT_KINDS[kind.name] = kind
 
 
-register_stat_kind(StatKind("mean", 2, "[score, 1]: metric = Σscore / Σ1 (exact match, accuracy, OCRBench)",
-                            _mean_metric))
+register_stat_kind(StatKind("mean", 2, "[score, w]: metric = Σscore / Σw (exact match, accuracy: w = 1; OCRBench: "
+                            "1,000 / n)", _mean_metric))
 register_stat_kind(StatKind("pope", 4, "[tp, fp, fn, tn] indicators (positive = yes)", _pope_metric,
                             tuple(POPE_METRICS)))
 register_stat_kind(StatKind("pope_lmms", 6, "[tp, fp, fn, correct, gold yes, 1] under lmms-eval's POPE rule (only a "

@@ -116,7 +116,7 @@ Paired = dict[tuple[str, str], PairedDifference]
 
 
 def paired_changes(prev_items: pd.DataFrame | None, cur_items: pd.DataFrame | None, columns: Sequence[Column],
-                   replicates: int = 1000, seed: int = 0) -> Paired:
+                   replicates: int = 1000, seed: int = 0, confidence: float = 0.95) -> Paired:
     """Per cell present in both nights with item outcomes for every seed: the paired bootstrap of its ARP change
     (both nights answer the same items, so a regression shows with one seed)."""
     if prev_items is None or cur_items is None or prev_items.empty or cur_items.empty or not columns:
@@ -128,8 +128,12 @@ def paired_changes(prev_items: pd.DataFrame | None, cur_items: pd.DataFrame | No
     for key in cur:
         if key in prev and len(prev[key]) == len(cur[key]) and _pairable(prev[key], cur[key]):
             out[key] = paired_difference(prev[key], cur[key], columns, prev_ref, cur_ref, replicates=replicates,
-                                         seed=seed)
+                                         seed=seed, confidence=confidence)
     return out
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _pairable(before: Sequence[dict], after: Sequence[dict]) -> bool:
@@ -172,6 +176,13 @@ def compare(previous: pd.DataFrame, current: pd.DataFrame, th: Thresholds = Thre
         if not p["done"] and c["done"]:
             changes.append(Change(sel, budget, "improvement", "status", "failed", "done", None, None,
                                   "completes again"))
+        if c["done"] and c["arp"] is None and p["arp"] is not None:  # N/A propagates: a lost ARP is never "unchanged"
+            changes.append(Change(sel, budget, "regression", ARP_VERSION, p["arp"], None, None, None,
+                                  f"ARP {p['arp']:.1f} → N/A (a column or a seed's value is missing, or the "
+                                  f"reference scored 0)"))
+        elif p["done"] and p["arp"] is None and c["arp"] is not None:
+            changes.append(Change(sel, budget, "improvement", ARP_VERSION, None, c["arp"], None, None,
+                                  f"ARP N/A → {c['arp']:.1f}"))
         if p["arp"] is not None and c["arp"] is not None and key in paired and paired[key].arp.point is not None:
             # significant by the paired bootstrap, or beyond the fixed tolerance (as without item outcomes)
             pd_ = paired[key]
@@ -181,7 +192,7 @@ def compare(previous: pd.DataFrame, current: pd.DataFrame, th: Thresholds = Thre
                 changes.append(Change(sel, budget, "regression" if d < 0 else "improvement", ARP_VERSION,
                                       p["arp"], c["arp"], d, th.arp_tolerance,
                                       f"ARP {p['arp']:.1f} → {c['arp']:.1f} ({d:+.1f}; paired bootstrap over items: "
-                                      f"{pd_.confidence * 100:g} % CI {ci}, p = {pd_.arp_p_value:.3g}; tolerance "
+                                      f"{pd_.confidence * 100:g} % CI {ci}, p = {_p(pd_.arp_p_value)}; tolerance "
                                       f"±{th.arp_tolerance:.1f})"))
         elif p["arp"] is not None and c["arp"] is not None:
             noise = th.z * s * math.sqrt(1 / p["n"] + 1 / c["n"]) if s is not None else 0.0
@@ -411,8 +422,10 @@ def record(history_dir: Path, board: pd.DataFrame, run: str, spec_hash: str | No
                               "the benchmark set changed, so ARP is not comparable with the previous night"))
     elif previous:
         prev_items = history_dir / prev_files["items"] if "items" in prev_files else None
+        stats = (spec or {}).get("statistics") or {}  # the spec's bootstrap settings, as its report uses them
         paired = paired_changes(pd.read_parquet(prev_items) if prev_items and prev_items.exists() else None,
-                                items, columns)
+                                items, columns, replicates=int(stats.get("replicates", 1000)),
+                                seed=int(stats.get("seed", 0)), confidence=float(stats.get("confidence", 0.95)))
         cell_changes = compare(last, tonight, th, paired)
         changes += [_moved(c) for c in cell_changes] if changes else cell_changes
     folder = history_dir / "nights" / night

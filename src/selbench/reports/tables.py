@@ -346,6 +346,9 @@ def arp_table(run: RunData) -> Table:
     else:
         over = f"mean over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]}"
         claims = _ci_caption(run)
+        bare = [b for j, b in enumerate(budgets, 1) if _best_without_ci([r[j] for r in rows[2:len(rows) - tail]])]
+        if bare:
+            claims += f"; at {', '.join(bare)}, {NO_CI_BOLD}"
     return Table("arp", "ARP leaderboard",
                  f"Average relative performance ({ARP_VERSION}: mean over {len(run.columns)} {_columns_word(run)} of "
                  f"value / full-data value × 100), {over}; {claims}; N/A when any column or seed is missing. "
@@ -407,6 +410,18 @@ def _with_ci(run: RunData, cell: Cell, selector: str, budget: str) -> Cell:
     if not _missing(r.get("vs_random_low")) and (r["vs_random_low"] > 0 or r["vs_random_high"] < 0):
         cell.text += SIGNIFICANT
     return cell
+
+
+NO_CI_BOLD = "where no cell has a CI (a column without per-item outcomes, or a failed seed), bold marks the best ARP"
+
+
+def _best_without_ci(cells: list[Cell]) -> bool:
+    """Where none of a budget's selector cells got a CI, the tie group cannot be told: mark the best point value
+    instead (so the table still says which cell leads). True when it did."""
+    if any(c.low is not None for c in cells):
+        return False
+    mark_best(cells)
+    return any(c.best for c in cells)
 
 
 def _missing(v: object) -> bool:
@@ -513,13 +528,14 @@ def benchmark_tables(run: RunData) -> list[Table]:
             rows.append(_benchmark_row(run, sel, budget, part, samples_cell(run, budget)))
         for j in range(2, len(run.columns) + (2 if run.intervals is not None else 3)):
             mark_best([r[j] for r in rows[split:len(rows) - tail]])
+        bare = run.intervals is not None and _best_without_ci([r[-1] for r in rows[split:len(rows) - tail]])
         key = "benchmarks-" + re.sub(r"[^0-9A-Za-z]+", "", budget.replace("%", "pct"))
         below = (f" {run.selector_name(UNTUNED)}: the target before any fine-tuning ({SAMPLES} 0)."
                  if not untuned.empty else "")
         out.append(Table(key, f"Per-benchmark results at budget {budget}",
                          f"{_column_source(run)} (× 100 for 0–1 metrics) and Rel. = ARP ({ARP_VERSION}); "
-                         f"{budget} of {_pool_words(run)} ({SAMPLES}); best per column among selectors in bold."
-                         f"{below}{_sanity_note(run)}",
+                         f"{budget} of {_pool_words(run)} ({SAMPLES}); best per column among selectors in bold"
+                         f"{'; Rel.: ' + NO_CI_BOLD if bare else ''}.{below}{_sanity_note(run)}",
                          ["Method", SAMPLES, *names, "Rel."], rows, split=split, tail=tail))
     return out
 
