@@ -128,3 +128,63 @@ def test_ocrbench_outcomes_give_back_lmms_evals_score_on_the_set_and_resamples(t
         got = ItemStats(out.kind, tuple(f"d{j}" for j in range(5)), stats.stats[pick]).value("ocrbench_accuracy")
         assert got == pytest.approx(want, abs=1e-12), pick
     assert want == 0.0 and stats.value("ocrbench_accuracy") == pytest.approx(3 / 1000)  # 3 right, over 1,000
+
+
+def test_mmbench_hits_are_its_evaluators_per_question_outcomes_with_circular_copies() -> None:
+    """MMBench scores a question with all its circular copies (index + k·10⁶) and logs only the mean: the hits
+    observed while lmms-eval's own evaluator runs give back its score, one row per question, copies folded in."""
+    import numpy as np
+    from lmms_eval.tasks.mmbench.mmbench_evals import MMBench_Evaluator
+
+    from selbench.evaluators.items import from_mmbench_hits, mmbench_hits
+    from selbench.leaderboard.statistics import ItemStats
+
+    def record(index: int, answer: str, prediction: str) -> dict:
+        return {"index": index, "question": "Which colour?", "answer": answer, "prediction": prediction,
+                "hint": "nan", "source": "s", "split": "dev", "category": "color", "L2-category": "perception",
+                "A": "red", "B": "green", "C": "blue", "D": "yellow"}
+
+    results = [record(0, "A", "A"), record(1_000_000, "B", "B"),  # 0: right in both rotations → hit
+               record(1, "C", "C"), record(1_000_001, "D", "A"),  # 1: one rotation wrong → miss
+               record(2, "B", "D"),  # 2: wrong → miss
+               record(3, "D", "The answer is D.")]  # 3: right (the letter is read from the sentence) → hit
+    evaluator = MMBench_Evaluator()
+    with mmbench_hits() as hits:
+        overall, _, _ = evaluator.eval_result(results, eval_method="static")
+    assert hits == {0: 1, 1: 0, 2: 0, 3: 1}
+    out = from_mmbench_hits(hits)
+    assert out is not None and out.kind == "mean" and out.ids == ["0", "1", "2", "3"]
+    stats = ItemStats(out.kind, tuple(out.ids), np.asarray(out.stats))
+    assert stats.value("gpt_eval_score") == pytest.approx(overall * 100, abs=1e-12) == 50.0
+    assert MMBench_Evaluator.eval_sub_data.__name__ == "eval_sub_data"  # the observer is gone after the block
+    assert from_mmbench_hits({}) is None
+
+
+def test_judge_scored_records_give_back_mm_vet_and_llava_bench_scores(monkeypatch) -> None:
+    """MM-Vet: the judge's 0–1 score per item, reported as the mean × 100; LLaVA-Bench: [reference's, model's] judge
+    scores, reported as the ratio of their means × 100 (which lmms-eval rounds to 0.1)."""
+    import importlib
+
+    import numpy as np
+
+    from selbench.leaderboard.statistics import ItemStats
+
+    monkeypatch.setenv("OPENAI_API_KEY", "EMPTY")  # their modules build a judge client on import; none is called
+    mmvet = importlib.import_module("lmms_eval.tasks.mmvet.utils")
+    llava = importlib.import_module("lmms_eval.tasks.llava-in-the-wild.utils")
+    vet = [{"doc_id": i, "gpt_eval_score": {"question_id": f"v{i}", "capabilities": "rec,ocr", "score": x}}
+           for i, x in enumerate([0.0, 0.5, 1.0, 0.3, 0.9])]
+    out = from_samples(vet, "gpt_eval_score")
+    assert out is not None and out.kind == "mean"
+    got = ItemStats(out.kind, tuple(out.ids), np.asarray(out.stats)).value("gpt_eval_score")
+    assert got == pytest.approx(mmvet.mmvet_aggregate_results([s["gpt_eval_score"] for s in vet]), abs=1e-9)
+    wild = [{"doc_id": i, "gpt_eval_llava_all": {"category": "conv", "scores": pair}}
+            for i, pair in enumerate([[8, 6], [9, 9], [7, 3], [-1, -1], [10, 8]])]
+    out = from_samples(wild, "gpt_eval_llava_all")
+    assert out is not None and out.kind == "mean"
+    got = ItemStats(out.kind, tuple(out.ids), np.asarray(out.stats)).value("gpt_eval_llava_all")
+    assert got == pytest.approx(100 * 25 / 33)  # Σ model / Σ reference, a failed review's [-1, -1] included
+    assert got == pytest.approx(llava.llava_all_aggregation([s["gpt_eval_llava_all"] for s in wild]), abs=0.05)
+    # a record without usable scores gives no outcomes rather than wrong ones
+    assert from_samples([{"doc_id": 0, "gpt_eval_llava_all": {"scores": None}}], "gpt_eval_llava_all") is None
+    assert from_samples([{"doc_id": 0, "gpt_eval_score": {"score": "n/a"}}], "gpt_eval_score") is None

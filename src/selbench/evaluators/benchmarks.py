@@ -5,7 +5,7 @@ business (``selbench.evaluators.protocols``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from selbench.evaluators.judge_config import Judge, JudgeApi
@@ -29,15 +29,18 @@ class Benchmark:
     judge_api: "JudgeApi" = "client"
     # why a seeded item subset (evaluation.limit) would not measure the benchmark, or None where it does
     no_subset: str | None = None
+    # where its per-item outcomes come from (selbench.evaluators.items): the per-sample log, or MMBench's evaluator,
+    # which scores each question with its circular copies and logs no per-question result
+    outcomes: Literal["samples", "mmbench"] = "samples"
 
 
 CIRCULAR = "its circular evaluation scores a question only with all its rotated copies"
 REGISTRY: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("mmbench_en", "mmbench_en_dev", "gpt_eval_score", scale=100, judge_fallback=True,
               # the judge-free variant: regex/substring option matching, no API
-              judge_free_task="mmbench_en_dev_static", judge_api="endpoint", no_subset=CIRCULAR),
+              judge_free_task="mmbench_en_dev_static", judge_api="endpoint", no_subset=CIRCULAR, outcomes="mmbench"),
     Benchmark("mmbench_cn", "mmbench_cn_dev", "gpt_eval_score", scale=100, judge_fallback=True,
-              judge_api="endpoint", no_subset=CIRCULAR),
+              judge_api="endpoint", no_subset=CIRCULAR, outcomes="mmbench"),
     # one run gives both MME scores: perception (out of 2000) is primary, cognition (out of 800) a second column
     Benchmark("mme", "mme", "mme_perception_score", scale=2000,
               no_subset="its score counts an image right only when both of its questions are"),

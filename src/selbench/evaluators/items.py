@@ -18,6 +18,11 @@ determine every metric of that benchmark:
   ``MME_BLOCK`` per subtask of ``MME_SUBTASKS`` — [correct questions, all of the image's questions correct,
   questions, 1] — zeros for the subtasks the image is not in; each subtask's score is
   100·(Σcorrect/Σquestions + Σboth/Σimages), summed over the perception or cognition subtasks.
+The judge-scored benchmarks are ``mean`` rows too: MM-Vet ``[100 · score, 1]``; LLaVA-Bench ``[100 · model's score,
+reference's score]`` (Σ / Σ: lmms-eval's ratio of means, before its rounding). MMBench's questions are ``mean`` rows
+``[100 · hit, 1]``: its evaluator scores a question together with its circular
+copies (index + k·10⁶, the options rotated) and logs only the mean, so the hit of each question is observed as the
+evaluator computes it (:func:`mmbench_hits`); their mean is lmms-eval's ``gpt_eval_score``.
 They are read from lmms-eval's per-sample log (or, for the direct HF backend, from the predictions) and stored by
 the evaluate stage as ``items.parquet`` (benchmark, item, kind, stats). A benchmark whose samples carry no
 per-item outcome we can read gets none: its columns then have no confidence interval (said in the report), but
@@ -26,7 +31,8 @@ its value still counts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from selbench.evaluators.metrics import normalize_answer, yes_no
@@ -37,6 +43,11 @@ MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebri
 MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 MME_SUBTASKS = MME_PERCEPTION + MME_COGNITION
 MME_BLOCK = ("correct", "both_correct", "questions", "images")  # the 4 statistics of one block
+# the judge-scored benchmarks' per-sample records: MM-Vet's {…, "score": the judge's 0–1}, reported as the mean × 100;
+# LLaVA-Bench's {…, "scores": [the reference answer's, the model's]} (1–10 each), reported as
+# mean(model) / mean(reference) × 100 (lmms-eval rounds both means to 3 decimals and the ratio to 1)
+MMVET_KEY = "gpt_eval_score"
+LLAVA_BENCH_KEY = "gpt_eval_llava_all"
 OCRBENCH_KEY = "ocrbench_accuracy"  # lmms-eval's per-sample record: {question_type, score, prediction, ground_truth}
 OCRBENCH_ITEMS = 1000  # its aggregation: Σscore / 1,000
 # lmms-eval's per-sample records: 0.7.3 writes mme_perception_score (the rehearsal, tests/evaluators/
@@ -132,10 +143,57 @@ def from_samples(samples: Sequence[dict], metric: str) -> ItemOutcomes | None:
         return ItemOutcomes(kind, ids, rows)
     if isinstance(first.get(OCRBENCH_KEY), dict):
         scores = [s[OCRBENCH_KEY].get("score") if isinstance(s.get(OCRBENCH_KEY), dict) else None for s in samples]
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores):
+        if not all(_number(x) for x in scores):
             return None
         weight = OCRBENCH_ITEMS / len(samples)
         return ItemOutcomes("mean", ids, [[float(x), weight] for x in scores])  # type: ignore[arg-type]
+    if metric == LLAVA_BENCH_KEY and isinstance(first.get(metric), dict):
+        pairs = [s[metric].get("scores") if isinstance(s.get(metric), dict) else None for s in samples]
+        if not all(isinstance(p, list) and len(p) == 2 and all(_number(x) for x in p) for p in pairs):
+            return None
+        return ItemOutcomes("mean", ids, [[100.0 * float(p[1]), float(p[0])] for p in pairs])  # type: ignore[index]
+    if metric == MMVET_KEY and isinstance(first.get(metric), dict) and "score" in first[metric]:
+        scores = [s[metric].get("score") if isinstance(s.get(metric), dict) else None for s in samples]
+        if not all(_number(x) for x in scores):
+            return None
+        return ItemOutcomes("mean", ids, [[100.0 * float(x), 1.0] for x in scores])  # type: ignore[arg-type]
     if all(isinstance(s.get(metric), (int, float)) and not isinstance(s.get(metric), bool) for s in samples):
         return ItemOutcomes("mean", ids, [[float(s[metric]), 1.0] for s in samples])
     return None
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+CIRCULAR_STRIDE = 1_000_000  # MMBench's circular copies of question i have indices i + k·10⁶
+
+
+@contextlib.contextmanager
+def mmbench_hits() -> Iterator[dict[int, int]]:
+    """MMBench's per-question hits while lmms-eval aggregates, keyed by the question's index: its evaluator's
+    ``eval_sub_data`` scores one question with all its circular copies (1 only when every copy is right) and the
+    evaluator keeps only the mean. The method is observed for the block (wrapped, result unchanged)."""
+    from lmms_eval.tasks.mmbench.mmbench_evals import MMBench_Evaluator
+
+    hits: dict[int, int] = {}
+    original = MMBench_Evaluator.eval_sub_data
+
+    def observed(self, sub_data, answer_map, static_only=False):
+        ret = original(self, sub_data, answer_map, static_only=static_only)
+        hits[int(sub_data["index"].iloc[0]) % CIRCULAR_STRIDE] = int(ret)
+        return ret
+
+    MMBench_Evaluator.eval_sub_data = observed
+    try:
+        yield hits
+    finally:
+        MMBench_Evaluator.eval_sub_data = original
+
+
+def from_mmbench_hits(hits: dict[int, int]) -> ItemOutcomes | None:
+    """``[100 · hit, 1]`` per question (lmms-eval reports MMBench × 100), in index order; None when none was seen."""
+    if not hits:
+        return None
+    order = sorted(hits)
+    return ItemOutcomes("mean", [str(i) for i in order], [[100.0 * hits[i], 1.0] for i in order])

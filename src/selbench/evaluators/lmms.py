@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selbench.evaluators.benchmarks import Benchmark, get, task_for
-from selbench.evaluators.items import from_samples
+from selbench.evaluators.items import from_mmbench_hits, from_samples, mmbench_hits
 from selbench.evaluators.judge import (
     REPLY_CHECKS,
     Judge,
@@ -374,6 +374,7 @@ class LmmsEvalSession:
                 if name in REPLY_CHECKS:
                     stack.enter_context(checked_replies(REPLY_CHECKS[name]))
                 guesses = stack.enter_context(matcher_guesses()) if bench.judge_fallback else None
+            hits = stack.enter_context(mmbench_hits()) if bench.outcomes == "mmbench" else None
             subset = SeededSubset(self.limit[name], self.limit_seed, self._yaml(name, task)) \
                 if name in self.limit else None
             results = evaluator.simple_evaluate(
@@ -410,7 +411,8 @@ class LmmsEvalSession:
             where = f" ({self.server.log_tail()})" if self.server is not None and not self.server.alive() else ""
             raise EvaluationError(f"benchmark {name}: {len(failed)} of {len(preds)} requests to the vLLM server "
                                   f"failed{where}: {failed[0][:200]}")
-        items = from_samples(logged, bench.metric.partition(",")[0])  # a sample logs the metric without its filter
+        # a sample logs the metric without its filter; MMBench's per-question hits come from its evaluator
+        items = from_mmbench_hits(hits) if hits is not None else from_samples(logged, bench.metric.partition(",")[0])
         judging = None
         if judged is not None:
             sent, failed_n = (guesses[0], guesses[1]) if guesses is not None else (
