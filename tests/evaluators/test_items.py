@@ -148,16 +148,25 @@ def test_mmbench_hits_are_its_evaluators_per_question_outcomes_with_circular_cop
                record(1, "C", "C"), record(1_000_001, "D", "A"),  # 1: one rotation wrong → miss
                record(2, "B", "D"),  # 2: wrong → miss
                record(3, "D", "The answer is D.")]  # 3: right (the letter is read from the sentence) → hit
+    samples = [{"doc_id": i, "gpt_eval_score": r, "submission": dict(r)} for i, r in enumerate(results)]
     evaluator = MMBench_Evaluator()
     with mmbench_hits() as hits:
         overall, _, _ = evaluator.eval_result(results, eval_method="static")
     assert hits == {0: 1, 1: 0, 2: 0, 3: 1}
-    out = from_mmbench_hits(hits)
-    assert out is not None and out.kind == "mean" and out.ids == ["0", "1", "2", "3"]
+    out = from_mmbench_hits(hits, samples)
+    assert out is not None and out.kind == "mean" and out.ids == ["0", "2", "4", "5"]  # one row per question
     stats = ItemStats(out.kind, tuple(out.ids), np.asarray(out.stats))
     assert stats.value("gpt_eval_score") == pytest.approx(overall * 100, abs=1e-12) == 50.0
     assert MMBench_Evaluator.eval_sub_data.__name__ == "eval_sub_data"  # the observer is gone after the block
-    assert from_mmbench_hits({}) is None
+    assert from_mmbench_hits({}, samples) is None
+    # a question logged twice counts twice in lmms-eval's mean (its evaluator scores it once, then reuses it)
+    twice = [*results, record(3, "D", "D")]
+    with mmbench_hits() as hits:
+        overall, _, _ = evaluator.eval_result(twice, eval_method="static")
+    out = from_mmbench_hits(hits, [{"doc_id": i, "gpt_eval_score": r} for i, r in enumerate(twice)])
+    assert out is not None and len(out.ids) == 5
+    assert ItemStats(out.kind, tuple(out.ids), np.asarray(out.stats)).value("gpt_eval_score") == \
+        pytest.approx(overall * 100, abs=1e-12) == 60.0
 
 
 def test_judge_scored_records_give_back_mm_vet_and_llava_bench_scores(monkeypatch) -> None:

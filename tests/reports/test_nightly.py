@@ -79,6 +79,11 @@ def test_an_arp_that_becomes_na_is_a_regression_and_its_return_an_improvement() 
     back = compare(night({("a", "10%"): [None]}), night({("a", "10%"): [80.0]}))
     assert kinds(back) == {("a", "10%", "improvement", "arp_v1")}
     assert compare(night({("a", "10%"): [None]}), night({("a", "10%"): [None]})) == []
+    # after a spec change a numeric ARP delta is only "moved"; an ARP lost (like a failed cell) still counts
+    from selbench.reports.nightly import _moved
+
+    dropped = compare(night({("a", "10%"): [80.0]}), night({("a", "10%"): [60.0]}))
+    assert [_moved(c).kind for c in dropped] == ["moved"] and _moved(lost[0]).kind == "regression"
 
 
 def test_history_appends_and_compares_with_the_same_run(tmp_path) -> None:

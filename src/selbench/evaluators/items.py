@@ -191,9 +191,22 @@ def mmbench_hits() -> Iterator[dict[int, int]]:
         MMBench_Evaluator.eval_sub_data = original
 
 
-def from_mmbench_hits(hits: dict[int, int]) -> ItemOutcomes | None:
-    """``[100 · hit, 1]`` per question (lmms-eval reports MMBench × 100), in index order; None when none was seen."""
+def from_mmbench_hits(hits: dict[int, int], samples: Sequence[dict]) -> ItemOutcomes | None:
+    """``[100 · hit, 1]`` (lmms-eval reports MMBench × 100) per logged sample of a question (index < 10⁶), ids the
+    samples' doc ids: the rows lmms-eval's evaluator averages, so a repeated question counts as often as it does
+    there. None when no hit was seen, or a question's record or hit is missing."""
     if not hits:
         return None
-    order = sorted(hits)
-    return ItemOutcomes("mean", [str(i) for i in order], [[100.0 * hits[i], 1.0] for i in order])
+    ids, rows = [], []
+    for s in samples:
+        rec = next((r for r in s.values() if isinstance(r, dict) and _number(r.get("index"))), None)
+        if rec is None:
+            return None
+        index = int(rec["index"])
+        if index >= CIRCULAR_STRIDE:  # a circular copy: folded into its question's hit
+            continue
+        if index not in hits:
+            return None
+        ids.append(str(s["doc_id"]))
+        rows.append([100.0 * hits[index], 1.0])
+    return ItemOutcomes("mean", ids, rows) if rows else None

@@ -412,7 +412,8 @@ class LmmsEvalSession:
             raise EvaluationError(f"benchmark {name}: {len(failed)} of {len(preds)} requests to the vLLM server "
                                   f"failed{where}: {failed[0][:200]}")
         # a sample logs the metric without its filter; MMBench's per-question hits come from its evaluator
-        items = from_mmbench_hits(hits) if hits is not None else from_samples(logged, bench.metric.partition(",")[0])
+        items = from_mmbench_hits(hits, logged) if hits is not None else \
+            from_samples(logged, bench.metric.partition(",")[0])
         judging = None
         if judged is not None:
             sent, failed_n = (guesses[0], guesses[1]) if guesses is not None else (

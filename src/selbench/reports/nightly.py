@@ -221,8 +221,9 @@ def _order(c: Change | dict) -> int:
 
 
 def _moved(c: Change) -> Change:
-    """After a spec change an ARP or OSC delta measures the spec, not the code: shown, never counted."""
-    if c.kind in ("regression", "improvement") and c.metric in (ARP_VERSION, OSC_VERSION):
+    """After a spec change an ARP or OSC delta measures the spec, not the code: shown, never counted. An ARP that
+    turns N/A (or comes back) is no delta: like a failed cell, it counts whatever changed."""
+    if c.kind in ("regression", "improvement") and c.metric in (ARP_VERSION, OSC_VERSION) and c.delta is not None:
         return Change(c.selector, c.budget, "moved", c.metric, c.before, c.after, c.delta, c.threshold,
                       f"{c.detail}, after the spec change")
     return c

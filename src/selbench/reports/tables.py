@@ -412,7 +412,7 @@ def _with_ci(run: RunData, cell: Cell, selector: str, budget: str) -> Cell:
     return cell
 
 
-NO_CI_BOLD = "where no cell has a CI (a column without per-item outcomes, or a failed seed), bold marks the best ARP"
+NO_CI_BOLD = "where no cell has a CI (a column without per-item outcomes), bold marks the best ARP"
 
 
 def _best_without_ci(cells: list[Cell]) -> bool:
