@@ -142,24 +142,30 @@ def from_samples(samples: Sequence[dict], metric: str) -> ItemOutcomes | None:
             rows.append(row(str(rec["prediction"]), str(answer)))
         return ItemOutcomes(kind, ids, rows)
     if isinstance(first.get(OCRBENCH_KEY), dict):
-        scores = [s[OCRBENCH_KEY].get("score") if isinstance(s.get(OCRBENCH_KEY), dict) else None for s in samples]
-        if not all(_number(x) for x in scores):
-            return None
+        scores = _numbers(_field(samples, OCRBENCH_KEY, "score"))
         weight = OCRBENCH_ITEMS / len(samples)
-        return ItemOutcomes("mean", ids, [[float(x), weight] for x in scores])  # type: ignore[arg-type]
+        return None if scores is None else ItemOutcomes("mean", ids, [[x, weight] for x in scores])
     if metric == LLAVA_BENCH_KEY and isinstance(first.get(metric), dict):
-        pairs = [s[metric].get("scores") if isinstance(s.get(metric), dict) else None for s in samples]
-        if not all(isinstance(p, list) and len(p) == 2 and all(_number(x) for x in p) for p in pairs):
+        pairs = [_numbers(p) if isinstance(p, list) and len(p) == 2 else None
+                 for p in _field(samples, metric, "scores")]
+        if any(p is None for p in pairs):
             return None
-        return ItemOutcomes("mean", ids, [[100.0 * float(p[1]), float(p[0])] for p in pairs])  # type: ignore[index]
+        return ItemOutcomes("mean", ids, [[100.0 * p[1], p[0]] for p in pairs if p is not None])
     if metric == MMVET_KEY and isinstance(first.get(metric), dict) and "score" in first[metric]:
-        scores = [s[metric].get("score") if isinstance(s.get(metric), dict) else None for s in samples]
-        if not all(_number(x) for x in scores):
-            return None
-        return ItemOutcomes("mean", ids, [[100.0 * float(x), 1.0] for x in scores])  # type: ignore[arg-type]
-    if all(isinstance(s.get(metric), (int, float)) and not isinstance(s.get(metric), bool) for s in samples):
-        return ItemOutcomes("mean", ids, [[float(s[metric]), 1.0] for s in samples])
-    return None
+        scores = _numbers(_field(samples, metric, "score"))
+        return None if scores is None else ItemOutcomes("mean", ids, [[100.0 * x, 1.0] for x in scores])
+    scores = _numbers([s.get(metric) for s in samples])
+    return None if scores is None else ItemOutcomes("mean", ids, [[x, 1.0] for x in scores])
+
+
+def _field(samples: Sequence[dict], key: str, field: str) -> list[object]:
+    """Each sample's ``field`` of its ``key`` record (None where the record or the field is missing)."""
+    return [s[key].get(field) if isinstance(s.get(key), dict) else None for s in samples]
+
+
+def _numbers(values: Sequence[object]) -> list[float] | None:
+    """The values as floats, or None when any is not a number (a bool is not)."""
+    return [float(v) for v in values] if all(_number(v) for v in values) else None  # type: ignore[arg-type]
 
 
 def _number(x: object) -> bool:
