@@ -59,8 +59,10 @@ lint: venv
 	$(VENV)/bin/ruff check src
 	$(VENV)/bin/mypy
 
+# Two xdist workers: one test file per group, long files first (tests/conftest.py says why); the suite's jobs and
+# servers leave a core idle most of the time when run one file after another.
 test: venv vllm apt lint
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
 
 # The evaluation image (docker/eval.Dockerfile, vLLM's 3.5 GB) built and used for one evaluated cell: not in `make
 # test` (CI time), run on request.

@@ -70,3 +70,31 @@ def small_run(small_world: Path, tmp_path_factory) -> dict:
     assert {o.status for o in result.statuses.values()} == {"done"}, result.statuses
     build_report(result.out)  # the report is the caller's step (the CLI's after every run)
     return {"root": root, "spec": spec, "spec_path": path, "run_dir": result.out, "board": result.board}
+
+
+# `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`): every test file is one group, so its
+# module fixtures are built once, on one worker. Files that share a costly session fixture are one group (the judge
+# model's vLLM server). The long files go first, so neither worker is left with a long file at the end: seconds
+# measured on a fresh 2-core clone (README › Tests). Session fixtures other than these exist once per worker; the
+# cached worlds are built once (build_world locks the folder).
+GROUPS = {"tests/evaluators/test_real_tasks.py": "tests/evaluators/test_judge.py"}
+LONG_FIRST = [
+    "tests/harness/test_docker.py",         # ~900 s: dockerd, debootstrap, the image build, runs in containers
+    "tests/models/test_learning.py",        # ~350 s: the full pool, 6 epochs
+    "tests/evaluators/test_judge.py",       # ~400 s with test_real_tasks.py: the judge, both rehearsals
+    "tests/harness/test_run.py",            # ~350 s
+    "tests/harness/test_ray.py",            # ~250 s: a local cluster of two nodes
+]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook, which appends the group to the test ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    group = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group[item.nodeid] = GROUPS.get(path, path)
+        item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
+    rank = {g: i for i, g in enumerate(LONG_FIRST)}
+    items.sort(key=lambda it: rank.get(group[it.nodeid], len(rank)))  # stable: files and tests keep their order

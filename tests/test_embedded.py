@@ -45,3 +45,25 @@ def test_a_bad_noise_is_refused_before_anything_is_touched(tmp_path) -> None:
     out = CliRunner().invoke(app, ["world", "--out", str(tmp_path / "new"), "--noise", "-0.1"])
     assert out.exit_code == 2 and "error: world noise must be in [0, 1): got -0.1" in out.output
     assert not (tmp_path / "new").exists()
+
+
+def test_two_processes_building_one_world_build_it_once(tmp_path) -> None:
+    """Two builders of the same folder at once (two test workers, two runners on different stores): one builds, the
+    other waits on the lock and reuses the marked parts — without the lock the second deleted the pool and
+    benchmarks the first was still writing and reading."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from selbench.embedded import STAGE1, build_world; "
+            "build_world(sys.argv[1], seed=1, n_samples=120, n_bench=10, "
+            "stage1=STAGE1.model_copy(update={'epochs': 0.1}), log=lambda m: print(m, flush=True))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "w")], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum(o.count("generating pool") for o in outs) == 1, outs  # built once; the other reused it
+    assert sum(o.count("stage-1 alignment of the target") for o in outs) == 1, outs
+    logs: list[str] = []
+    build_world(tmp_path / "w", seed=1, n_samples=120, n_bench=10, stage1=STAGE1.model_copy(update={"epochs": 0.1}),
+                log=logs.append)
+    assert logs == []  # complete and marked

@@ -7,9 +7,11 @@ Vicuna; ours starts from random init and must first learn the world's words).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from selbench.models import tiny
@@ -36,6 +38,28 @@ def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_benc
     world.check_noise(noise)  # before anything under ``out`` is touched: a bad setting loses no existing world
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with _one_builder(out):
+        _build(out, seed, n_samples, n_bench, noise, stage1, log)
+    return out
+
+
+@contextmanager
+def _one_builder(out: Path) -> Iterator[None]:
+    """One builder per world folder at a time, across processes (two runners on different stores, ``selbench
+    world`` beside a run, two test workers): the others wait on the lock beside the folder, then find the parts
+    marked done and reuse them instead of regenerating what is being read."""
+    try:
+        fh = open(out.parent / f".{out.name}.build.lock", "a")
+    except OSError:  # a read-only parent (a world mounted for reuse): nothing can be built there, only read
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _build(out: Path, seed: int, n_samples: int, n_bench: int, noise: float, stage1: TrainConfig,
+           log: Callable[[str], None]) -> None:
     data_key = {"world_version": world.WORLD_VERSION, "seed": seed, "n_samples": n_samples, "n_bench": n_bench,
                 **({"noise": noise} if noise != world.NOISE else {})}  # worlds marked before the field are reused
     models_key = {**data_key, "stage1": stage1.model_dump(mode="json"), "target": tiny.TARGET.model_dump(),
@@ -62,7 +86,6 @@ def build_world(out: str | Path, *, seed: int = 0, n_samples: int = 3200, n_benc
             log(f"  {res.steps} steps in {res.wall_s:.1f}s, loss {res.losses[0]:.2f} → {res.losses[-1]:.2f}")
             tiny.save(model, processor, out / "models" / name)
         models_done.write_text(json.dumps(models_key, sort_keys=True))
-    return out
 
 
 def _marked(marker: Path, key: dict) -> bool:
