@@ -72,29 +72,32 @@ def small_run(small_world: Path, tmp_path_factory) -> dict:
     return {"root": root, "spec": spec, "spec_path": path, "run_dir": result.out, "board": result.board}
 
 
-# `make test` runs the suite on two xdist workers (`-n 2 --dist loadgroup`): every test file is one group, so its
-# module fixtures are built once, on one worker. Files that share a costly session fixture are one group (the judge
-# model's vLLM server). The long files go first, so neither worker is left with a long file at the end: seconds
-# measured on a fresh 2-core clone (README › Tests). Session fixtures other than these exist once per worker; the
-# cached worlds are built once (build_world locks the folder).
-GROUPS = {"tests/evaluators/test_real_tasks.py": "tests/evaluators/test_judge.py"}
+# `make test` runs the suite on two xdist workers (`-n 2 --dist loadfile`): each test file runs on one worker, so its
+# module fixtures are built once. Session fixtures exist once per worker that needs them (the cached worlds are built
+# once: build_world locks the folder). The long files go first, so that neither worker is left with one at the end
+# (seconds on a fresh 2-core clone, README › Tests and benchmarks). (`--dist loadgroup` would let files share a worker,
+# but xdist 3.8 cannot set its group ids on pytest 9's nodes.)
 LONG_FIRST = [
-    "tests/harness/test_docker.py",         # ~900 s: dockerd, debootstrap, the image build, runs in containers
-    "tests/models/test_learning.py",        # ~350 s: the full pool, 6 epochs
-    "tests/evaluators/test_judge.py",       # ~400 s with test_real_tasks.py: the judge, both rehearsals
+    "tests/harness/test_docker.py",         # ~700 s: dockerd, debootstrap, the image build, runs in containers
+    "tests/models/test_learning.py",        # ~350 s: the full pool, 6 epochs, in the worker's own process
+    "tests/evaluators/test_judge.py",       # ~250 s: the judge's vLLM server
+    "tests/evaluators/test_real_tasks.py",  # ~250 s: both rehearsals (and the judge, when on the other worker)
     "tests/harness/test_run.py",            # ~350 s
-    "tests/harness/test_ray.py",            # ~250 s: a local cluster of two nodes
+    "tests/harness/test_ray.py",            # ~200 s: a local cluster of two nodes
 ]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's hook, which appends the group to the test ids
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # One torch thread per worker: two workers with torch's default (a thread per core) oversubscribe the two
+        # cores, and the full-pool learning test then took 921 s instead of ~350 s.
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("dist", "no") != "loadgroup":
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    group = {}
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        group[item.nodeid] = GROUPS.get(path, path)
-        item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
-    rank = {g: i for i, g in enumerate(LONG_FIRST)}
-    items.sort(key=lambda it: rank.get(group[it.nodeid], len(rank)))  # stable: files and tests keep their order
+    rank = {path: i for i, path in enumerate(LONG_FIRST)}
+    items.sort(key=lambda it: rank.get(it.nodeid.split("::", 1)[0], len(rank)))  # stable: order within a file kept
