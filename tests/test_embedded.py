@@ -49,8 +49,8 @@ def test_a_bad_noise_is_refused_before_anything_is_touched(tmp_path) -> None:
 
 def test_two_processes_building_one_world_build_it_once(tmp_path) -> None:
     """Two builders of the same folder at once (two test workers, two runners on different stores): one builds, the
-    other waits on the lock and reuses the marked parts — without the lock the second deleted the pool and
-    benchmarks the first was still writing and reading."""
+    other waits on the lock and reuses the marked parts. Without the lock both found no marker and built: the second
+    trained stage 1 again over the models the first had saved (or deleted the pool the first was writing)."""
     import subprocess
     import sys
 

@@ -51,6 +51,8 @@ def _one_builder(out: Path) -> Iterator[None]:
     try:
         fh = open(out.parent / f".{out.name}.build.lock", "a")
     except OSError:  # a read-only parent (a world mounted for reuse): nothing can be built there, only read
+        fh = None
+    if fh is None:
         yield
         return
     with fh:
