@@ -67,3 +67,10 @@ def test_two_processes_building_one_world_build_it_once(tmp_path) -> None:
     build_world(tmp_path / "w", seed=1, n_samples=120, n_bench=10, stage1=STAGE1.model_copy(update={"epochs": 0.1}),
                 log=logs.append)
     assert logs == []  # complete and marked
+    # a lock that cannot be opened (here a folder in its place; in use, a read-only parent) leaves a complete world
+    # readable: nothing needs building, so nothing needs the lock
+    (tmp_path / ".w.build.lock").unlink()
+    (tmp_path / ".w.build.lock").mkdir()
+    build_world(tmp_path / "w", seed=1, n_samples=120, n_bench=10, stage1=STAGE1.model_copy(update={"epochs": 0.1}),
+                log=logs.append)
+    assert logs == []
