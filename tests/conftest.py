@@ -14,12 +14,12 @@ CACHE = Path(os.environ.get("SELBENCH_TEST_CACHE", REPO / ".cache" / "tests"))
 
 @pytest.fixture(scope="session")
 def small_world() -> Path:
-    """400-sample pool, 40-item benchmarks, tiny models with a short stage 1: for selector/harness tests."""
-    from selbench.embedded import STAGE1, build_world
+    """400-sample pool, 40-item benchmarks, tiny models: for selector/harness tests. Built with the stage 1 a run's
+    ``world:`` builds (the default): with a shorter one, every run on this world trained its models again and every
+    session's first use trained them back, while tests on the other xdist worker read them."""
+    from selbench.embedded import build_world
 
-    out = CACHE / "small-world-v1"
-    return build_world(out, seed=3, n_samples=400, n_bench=40,
-                       stage1=STAGE1.model_copy(update={"epochs": 1.0}), log=lambda m: None)
+    return build_world(CACHE / "small-world-v1", seed=3, n_samples=400, n_bench=40, log=lambda m: None)
 
 
 @pytest.fixture(scope="session")

@@ -25,14 +25,24 @@ def demo_spec_path() -> Path:
              world / "models" / "target" / "config.json": json.dumps({"model_type": "llava", "n": 1}),
              world / "models" / "proxy" / "config.json": json.dumps({"model_type": "llava", "n": 2})}
     for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-        os.utime(path, (MTIME, MTIME))
-    spec = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+        _put(path, text, MTIME)
     out = BASE / "demo.yaml"
-    out.write_text(yaml.safe_dump(spec))
+    _put(out, yaml.safe_dump(yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())))
     return out
+
+
+def _put(path: Path, text: str, mtime: int | None = None) -> None:
+    """Write ``path`` whole or not at all (a temporary file, its mtime, then a rename): under `make test` another
+    worker may be planning from the same files at the same moment, and must never see one half-written or with the
+    wrong mtime."""
+    if path.exists() and path.read_text() == text and (mtime is None or path.stat().st_mtime == mtime):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    os.replace(tmp, path)
 
 
 def neutral_code(stage: str, selector: str | None = None) -> str:

@@ -77,7 +77,9 @@ def test_killed_two_process_extraction_resumes(small_world: Path, manifest: Path
     with open(tmp_path / "job.log", "wb") as log:
         job = subprocess.Popen([sys.executable, "-c", code, json.dumps(cfg.model_dump(mode="json")), str(manifest),
                                 str(tmp_path), str(SHARD)], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "SELBENCH_NO_PROGRESS": "1"}, start_new_session=True)
+                               env={**os.environ, "SELBENCH_NO_PROGRESS": "1",  # this process's threads:
+                                    "OMP_NUM_THREADS": str(torch.get_num_threads())},  # its numbers are the reference
+                               start_new_session=True)
     shards = tmp_path / "work" / "shards"
     deadline = time.monotonic() + 180
     while len(list(shards.glob("shard-?????.npy"))) < 2:
