@@ -15,8 +15,8 @@ CACHE = Path(os.environ.get("SELBENCH_TEST_CACHE", REPO / ".cache" / "tests"))
 @pytest.fixture(scope="session")
 def small_world() -> Path:
     """400-sample pool, 40-item benchmarks, tiny models: for selector/harness tests. Built with the stage 1 a run's
-    ``world:`` builds (the default): with a shorter one, every run on this world trained its models again and every
-    session's first use trained them back, while tests on the other xdist worker read them."""
+    ``world:`` builds (the default): with a shorter one, the first run on this world trained its models again and each
+    worker's first use of the fixture trained them back — while tests on the other xdist worker read them."""
     from selbench.embedded import build_world
 
     return build_world(CACHE / "small-world-v1", seed=3, n_samples=400, n_bench=40, log=lambda m: None)
