@@ -78,8 +78,8 @@ def small_run(small_world: Path, tmp_path_factory) -> dict:
 # (seconds on a fresh 2-core clone, README › Tests and benchmarks). (`--dist loadgroup` would let files share a worker,
 # but xdist 3.8 cannot set its group ids on pytest 9's nodes.)
 LONG_FIRST = [
-    "tests/harness/test_docker.py",         # ~1,000 s: dockerd, debootstrap, the image build, runs in containers
-    "tests/models/test_learning.py",        # ~470 s: the full pool, 6 epochs, on the worker's one thread
+    "tests/harness/test_docker.py",         # ~800 s: dockerd, debootstrap, the image build, runs in containers
+    "tests/models/test_learning.py",        # ~400 s: the full pool, 6 epochs, on the worker's one thread
     "tests/evaluators/test_judge.py",       # ~200 s: the judge's vLLM server
     "tests/evaluators/test_real_tasks.py",  # ~250 s: both rehearsals (and the judge, when on the other worker)
     "tests/harness/test_run.py",            # ~350 s

@@ -54,9 +54,9 @@ def test_two_processes_building_one_world_build_it_once(tmp_path) -> None:
     import subprocess
     import sys
 
+    args = "seed=1, n_samples=120, n_bench=10, stage1=STAGE1.model_copy(update={'epochs': 0.1})"
     code = ("import sys; from selbench.embedded import STAGE1, build_world; "
-            "build_world(sys.argv[1], seed=1, n_samples=120, n_bench=10, "
-            "stage1=STAGE1.model_copy(update={'epochs': 0.1}), log=lambda m: print(m, flush=True))")
+            f"build_world(sys.argv[1], {args}, log=lambda m: print(m, flush=True))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "w")], stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
@@ -64,13 +64,13 @@ def test_two_processes_building_one_world_build_it_once(tmp_path) -> None:
     assert sum(o.count("generating pool") for o in outs) == 1, outs  # built once; the other reused it
     assert sum(o.count("stage-1 alignment of the target") for o in outs) == 1, outs
     logs: list[str] = []
-    build_world(tmp_path / "w", seed=1, n_samples=120, n_bench=10, stage1=STAGE1.model_copy(update={"epochs": 0.1}),
-                log=logs.append)
+    again = lambda: build_world(tmp_path / "w", seed=1, n_samples=120, n_bench=10,  # noqa: E731
+                                stage1=STAGE1.model_copy(update={"epochs": 0.1}), log=logs.append)
+    again()
     assert logs == []  # complete and marked
     # a lock that cannot be opened (here a folder in its place; in use, a read-only parent) leaves a complete world
     # readable: nothing needs building, so nothing needs the lock
     (tmp_path / ".w.build.lock").unlink()
     (tmp_path / ".w.build.lock").mkdir()
-    build_world(tmp_path / "w", seed=1, n_samples=120, n_bench=10, stage1=STAGE1.model_copy(update={"epochs": 0.1}),
-                log=logs.append)
+    again()
     assert logs == []

@@ -48,8 +48,9 @@ def _one_builder(out: Path) -> Iterator[None]:
     """One builder per world folder at a time, across processes (two runners on different stores, ``selbench
     world`` beside a run, two test workers): the others wait on the lock beside the folder, then find the parts
     marked done and reuse them instead of regenerating what is being read."""
+    real = out.resolve()  # one lock per folder, however it is reached
     try:
-        fh = open(out.parent / f".{out.name}.build.lock", "a")
+        fh = open(real.parent / f".{real.name}.build.lock", "a")
     except OSError:  # a read-only parent (a world mounted for reuse): nothing can be built there, only read
         fh = None
     if fh is None:

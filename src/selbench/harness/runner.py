@@ -21,7 +21,7 @@ from selbench.harness.executors import make_executor
 from selbench.harness.plan import Plan, build_plan
 from selbench.harness.results import collect, write_if_changed
 from selbench.harness.spec import RunSpec, load_spec
-from selbench.harness.store import Job, Store, stable_hash
+from selbench.harness.store import Job, Store
 from selbench.leaderboard import leaderboard
 
 
@@ -40,28 +40,20 @@ def _stderr(message: str) -> None:
     print(f"[selbench] {message}", file=sys.stderr, flush=True)
 
 
-def build_world(spec: RunSpec, store: Store | None = None) -> None:
-    """Generate (or reuse) the spec's embedded world; under a store lock when there is a store, so concurrent
-    runners never build the same world folder at once."""
+def build_world(spec: RunSpec) -> None:
+    """Generate (or reuse) the spec's embedded world. ``embedded.build_world`` locks the folder, so concurrent
+    runners — on this store or another — never build it at once."""
     if spec.world is None:
         return
     from selbench.embedded import build_world as build
 
     w = spec.world
-
-    def make() -> None:
-        build(w.out, seed=w.seed, n_samples=w.samples, n_bench=w.bench_items, noise=w.noise, log=lambda m: None)
-
-    if store is None:
-        make()
-        return
-    with store.locked("worlds", stable_hash(str(Path(w.out).resolve())), f"build world {w.out}"):
-        make()
+    build(w.out, seed=w.seed, n_samples=w.samples, n_bench=w.bench_items, noise=w.noise, log=lambda m: None)
 
 
 def prepare_spec(path: str | Path, base: Path | None = None) -> RunSpec:
     spec = load_spec(path).resolved(base or Path.cwd())
-    build_world(spec, Store(spec.store))
+    build_world(spec)
     return spec
 
 
@@ -73,7 +65,7 @@ def run(path: str | Path, *, base: Path | None = None,
     with store.locked("runs", spec.name, f"run {spec.name}",
                       on_wait=lambda who: on_message(f"run {spec.name!r} is in progress in this store ({who}): "
                                                      "waiting for it to finish, then reusing its jobs")):
-        build_world(spec, store)
+        build_world(spec)
         plan = build_plan(spec)
         executor = make_executor(spec.executor, store)
         executor.on_message = on_message
