@@ -7,7 +7,8 @@ pool with the demo's recipe, and print every benchmark before and after, plus tw
 
 - ``pope_auc``: the AUC of the logit margin ``logit(" yes") − logit(" no")`` at the answer position over the
   benchmark's items (0.5: the model does not tell present from absent, whatever its answers);
-- ``train_auc``: the same over the pool's own single-turn yes/no rows (fitting the training rows or not);
+- ``train_auc``: the same over the pool's own single-turn yes/no rows, against their labels as trained on (flipped
+  ones included: on a 30 %-noise world a model right about every image scores ≈ 0.7, one that fits its labels 1.0);
 - ``vqa_by_question``: emb_vqa per question form (colour of a shape at a position / shape at a position / where is).
 
 Usage (from the repository root, ``.venv`` built)::
@@ -19,9 +20,12 @@ Usage (from the repository root, ``.venv`` built)::
 
 World variants exist only here (they patch the generator in this process, never the package): ``--probe`` changes
 the yes/no question of pool and benchmark alike, ``--captions`` the stage-1 captions, ``--yesno-noise`` the share of
-flipped yes/no labels (the other skills keep ``--noise``). ``--reuse-stage1`` copies another experiment's stage-1
-target (valid when the images are the same: same seed, same probe, same captions); ``--reuse-world`` fine-tunes on
-another experiment's world as it is. Results go to ``OUT/result.json``; the tuned target to ``OUT/tuned``.
+flipped yes/no labels (the other skills keep ``--noise``; the world's ``truth.json`` still marks a row whose flip was
+undone as noisy — this tool does not read it). ``--reuse-stage1`` copies another experiment's stage-1 target, with the
+tokenizer it was trained with (valid when the captions are the same: same ``--noise``, ``--probe`` and ``--captions``;
+``--refer`` and ``--yesno-noise`` keep them); ``--reuse-world`` fine-tunes on another experiment's world as it is, and
+takes no world option. OUT must be new or hold no world yet. Results go to ``OUT/result.json`` (the arguments that
+took effect, then each step's figures); the tuned target to ``OUT/tuned``.
 """
 
 from __future__ import annotations
@@ -134,6 +138,10 @@ def world_variant(*, probe: str = "cell", captions: str = "plain", refer: str = 
     stage-1 captions of one ``captions`` form) are those of the unpatched world: a stage 1 can be reused."""
     if yesno_noise is not None and not 0 <= yesno_noise <= noise:
         raise SystemExit(f"--yesno-noise {yesno_noise} must lie in [0, --noise {noise}]")
+    for name, value, known in (("probe", probe, PROBES), ("captions", captions, CAPTIONS),
+                               ("refer", refer, ("shape", "position"))):
+        if value not in known:
+            raise SystemExit(f"--{name} {value!r}: one of {', '.join(known)}")
     saved = dict(world.ASK), world.Scene.caption, world._wrong_answer
     wrong, keep = world._wrong_answer, np.random.default_rng(123)
 
@@ -141,13 +149,13 @@ def world_variant(*, probe: str = "cell", captions: str = "plain", refer: str = 
         flipped = wrong(skill, answer, rng)  # drawn from the world's generator as before: the same images follow
         return answer if skill == "yesno" and keep.random() >= (yesno_noise or 0.0) / noise else flipped
 
-    world.ASK["yesno"] = PROBES[probe]
-    if refer == "position":
-        world.ASK["color"], world.ASK["mc"] = _color_by_position, _mc_by_position
-    world.Scene.caption = CAPTIONS[captions]  # type: ignore[method-assign]
-    if yesno_noise is not None:
-        world._wrong_answer = wrong_answer
     try:
+        world.ASK["yesno"] = PROBES[probe]
+        if refer == "position":
+            world.ASK["color"], world.ASK["mc"] = _color_by_position, _mc_by_position
+        world.Scene.caption = CAPTIONS[captions]  # type: ignore[method-assign]
+        if yesno_noise is not None:
+            world._wrong_answer = wrong_answer
         yield
     finally:
         world.ASK.clear()
@@ -220,9 +228,24 @@ def main() -> None:
     ap.add_argument("--reuse-stage1", type=Path, default=None)
     ap.add_argument("--reuse-world", type=Path, default=None)
     a = ap.parse_args()
+    world_options = ("noise", "yesno_noise", "probe", "captions", "refer", "stage1_epochs", "reuse_stage1")
+    if a.reuse_world:
+        given = [k for k in world_options if getattr(a, k) != ap.get_default(k)]
+        if given:
+            names = ", ".join("--" + k.replace("_", "-") for k in given)
+            ap.error(f"--reuse-world takes the world as it is: drop {names}")
+        if not (a.reuse_world / "world" / "models" / "target").is_dir():
+            ap.error(f"--reuse-world {a.reuse_world}: no world/models/target there (an experiment's OUT)")
+    elif a.reuse_stage1 and not (a.reuse_stage1 / "world" / "models" / "target").is_dir():
+        ap.error(f"--reuse-stage1 {a.reuse_stage1}: no world/models/target there (an experiment's OUT that built one)")
+    if a.stage1_epochs <= 0 or a.epochs <= 0:
+        ap.error("--stage1-epochs and --epochs must be above 0")
+    if (a.out / "world").exists():
+        ap.error(f"{a.out / 'world'} exists: give each experiment a new OUT")
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
-    result: dict = {"args": {k: str(v) for k, v in vars(a).items()}}
+    shown = [k for k in vars(a) if not (a.reuse_world and k in world_options)]
+    result: dict = {"args": {k: str(getattr(a, k)) for k in shown}}
 
     def say(key: str, value) -> None:
         result[key] = value

@@ -37,15 +37,36 @@ def _rows(root: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory) -> Path:
-    return _generate(tmp_path_factory.mktemp("plain"))
+    """The world with the generator untouched."""
+    out = tmp_path_factory.mktemp("plain")
+    world.generate(out, seed=0, n_samples=N, n_bench=20, noise=0.3)
+    return out
 
 
-def test_the_generator_is_restored_after_a_variant(tmp_path: Path, plain: Path) -> None:
+def test_the_default_variant_is_the_plain_world(tmp_path: Path, plain: Path) -> None:
+    same = _generate(tmp_path / "default")
+    assert _rows(same) == _rows(plain) and _images(same) == _images(plain)
+    assert (same / "pool" / "captions.json").read_text() == (plain / "pool" / "captions.json").read_text()
+
+
+def test_the_generator_is_restored_after_a_variant_and_after_a_refused_one(tmp_path: Path, plain: Path) -> None:
     before = dict(world.ASK), world.Scene.caption, world._wrong_answer
     _generate(tmp_path / "v", probe="color-shape", captions="grid", refer="position", yesno_noise=0.0)
     assert (dict(world.ASK), world.Scene.caption, world._wrong_answer) == before
-    again = _generate(tmp_path / "again")
-    assert _rows(again) == _rows(plain) and _images(again) == _images(plain)
+    with pytest.raises(RuntimeError):
+        _generate_failing(tmp_path / "f")
+    assert (dict(world.ASK), world.Scene.caption, world._wrong_answer) == before
+    for bad in ({"probe": "colour"}, {"captions": "dense"}, {"refer": "place"}):
+        with pytest.raises(SystemExit, match=next(iter(bad))):
+            _generate(tmp_path / "bad", **bad)
+        assert (dict(world.ASK), world.Scene.caption, world._wrong_answer) == before
+    again = world.generate(tmp_path / "again", seed=0, n_samples=N, n_bench=20, noise=0.3)
+    assert again and _rows(tmp_path / "again") == _rows(plain)
+
+
+def _generate_failing(out: Path) -> None:
+    with tool.world_variant(noise=0.3, probe="color", captions="grid-shuffled", refer="position", yesno_noise=0.1):
+        raise RuntimeError("a failure inside the block")
 
 
 def test_clean_yes_no_labels_flip_back_exactly_the_noisy_yes_no_turns(tmp_path: Path, plain: Path) -> None:
@@ -67,8 +88,7 @@ def test_clean_yes_no_labels_flip_back_exactly_the_noisy_yes_no_turns(tmp_path: 
             elif a["skill"] == "yesno":
                 assert answer_a == answer_b
                 kept += 1
-            else:  # a yes/no turn of a multi-turn row: cleaned if it was the noisy one
-                assert answer_b in ("yes", "no")
+            # a yes/no turn of a multi-turn row: its row's noisy flag does not say which turn was flipped
     assert flipped > 5 and kept > 5, (flipped, kept)
 
 
@@ -82,16 +102,28 @@ def test_questions_by_position_name_no_shape_and_keep_the_images(tmp_path: Path,
     assert [tool._by_position(q) for q in before] == asked
 
 
-def test_grid_captions_name_every_cell_once(tmp_path: Path, plain: Path) -> None:
+def _captions(root: Path) -> list[str]:
+    return [c["conversations"][1]["value"] for c in json.loads((root / "pool" / "captions.json").read_text())]
+
+
+def test_grid_captions_name_every_cell_once_with_what_is_there(tmp_path: Path, plain: Path) -> None:
+    orders = {}
     for form in ("grid", "grid-shuffled"):
         grid = _generate(tmp_path / form, captions=form)
         assert _images(grid) == _images(plain)
-        caps = [c["conversations"][1]["value"] for c in json.loads((grid / "pool" / "captions.json").read_text())]
-        shapes = [c for c in caps if not c.startswith("the number")]
-        assert shapes
-        for c in shapes:
-            names = [part.split(":")[0].strip() for part in c.rstrip(".").split(";")]
-            assert sorted(names) == sorted(world.POSITIONS), c
+        orders[form] = set()
+        for before, after in zip(_captions(plain), _captions(grid), strict=True):
+            if before.startswith("the number"):
+                assert after == before
+                continue
+            # "a red circle at the top left and a blue square at the bottom right." → {"top left": "a red circle", …}
+            objects = dict(reversed(part.split(" at the ")) for part in before.rstrip(".").split(" and "))
+            cells = dict(part.strip().split(": ") for part in after.rstrip(".").split(";"))
+            assert sorted(cells) == sorted(world.POSITIONS), after
+            assert cells == {p: objects.get(p, "empty") for p in world.POSITIONS}, (before, after)
+            orders[form].add(tuple(part.split(":")[0].strip() for part in after.split(";")))
+    assert orders["grid"] == {tuple(world.POSITIONS)}  # one fixed order
+    assert len(orders["grid-shuffled"]) > 4  # orders drawn per scene
 
 
 def test_auc() -> None:
