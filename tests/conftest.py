@@ -79,7 +79,7 @@ def small_run(small_world: Path, tmp_path_factory) -> dict:
 # but xdist 3.8 cannot set its group ids on pytest 9's nodes.)
 LONG_FIRST = [
     "tests/harness/test_docker.py",         # ~800 s: dockerd, debootstrap, the image build, runs in containers
-    "tests/models/test_learning.py",        # ~400 s: the full pool, 6 epochs, on the worker's one thread
+    "tests/models/test_learning.py",        # ~150 s: the full pool, 2 epochs, on the worker's one thread
     "tests/evaluators/test_judge.py",       # ~200 s: the judge's vLLM server
     "tests/evaluators/test_real_tasks.py",  # ~250 s: both rehearsals (and the judge, when on the other worker)
     "tests/harness/test_run.py",            # ~350 s

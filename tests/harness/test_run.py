@@ -103,22 +103,29 @@ def test_kill_dash_nine_then_resume(tmp_path, small_world) -> None:
 
 @pytest.mark.slow
 def test_failing_hanging_and_oom_cells_end_with_reasons(tmp_path, small_world) -> None:
+    executor = {"timeout_s": {"score": 20, "finetune": 600, "evaluate": 600, "prepare": 120}, "memory_limit_mb": 6000}
     spec = _spec(tmp_path, small_world, [
         {"name": "random"},
         {"name": "crash", "impl": "tests.harness.hostile:CrashSelector"},
         {"name": "hang", "impl": "tests.harness.hostile:HangSelector"},
-        {"name": "memory", "impl": "tests.harness.hostile:MemorySelector"},
-    ], executor={"timeout_s": {"score": 20, "finetune": 600, "evaluate": 600, "prepare": 120},
-                 "memory_limit_mb": 6000})
+    ], executor=executor)
     result = runner.run(spec)
     board = result.board.set_index("selector")
     assert board.loc["random", "status"] == "done" and board.loc["full", "status"] == "done"
     assert "selector exploded on purpose" in board.loc["crash", "reason"]
     assert "timed out after 20s" in board.loc["hang", "reason"]
-    assert "out of memory" in board.loc["memory", "reason"]
-    assert all(board.loc[s, "status"] == "failed" for s in ("crash", "hang", "memory"))
+    assert all(board.loc[s, "status"] == "failed" for s in ("crash", "hang"))
     # a selector that never finished has no selection time and no OSC (N/A), not 0 s
     assert all(pd.isna(board.loc[s, "selection_s"]) and pd.isna(board.loc[s, "osc_v1"]) for s in ("crash", "hang"))
+    # The memory-hungry selector runs on the same store with a score timeout it cannot reach: beside the hang's 20 s,
+    # its cold start (a memory limit forgoes the warm worker) and gigabytes of pages outlasted the timeout once, on a
+    # machine shared with another test worker, and it was reported as timed out instead of out of memory.
+    executor["timeout_s"]["score"] = 300
+    board = runner.run(_spec(tmp_path, small_world, [
+        {"name": "random"}, {"name": "memory", "impl": "tests.harness.hostile:MemorySelector"},
+    ], executor=executor)).board.set_index("selector")
+    assert board.loc["memory", "status"] == "failed" and "out of memory" in board.loc["memory", "reason"]
+    assert pd.isna(board.loc["memory", "selection_s"]) and board.loc["random", "status"] == "done"
 
 
 @pytest.mark.slow
