@@ -45,9 +45,9 @@ import torch
 
 from selbench import embedded
 from selbench.evaluators.embedded import evaluate_hf
+from selbench.evaluators.metrics import exact_match
 from selbench.models import tiny
 from selbench.models.data import Collator, Example
-from selbench.models.generate import generate_answers
 from selbench.models.training import TrainConfig, train
 from selbench.pool import world
 from selbench.pool.llava import read_pool
@@ -189,9 +189,11 @@ def _auc(margins: np.ndarray, positive: np.ndarray) -> float:
 def _diagnose(model, processor, wdir: Path) -> dict:
     bench = wdir / "benchmarks"
     res: dict = {}
+    predictions: dict[str, list[str]] = {}
     for spec in world.BENCHMARKS:
-        rows = evaluate_hf(model, processor, spec.name, bench, batch_size=100)["rows"]
-        res[spec.name] = {r["metric"]: round(100 * r["value"], 1) for r in rows}
+        out = evaluate_hf(model, processor, spec.name, bench, batch_size=100)
+        res[spec.name] = {r["metric"]: round(100 * r["value"], 1) for r in out["rows"]}
+        predictions[spec.name] = out["predictions"]
     items = pq.read_table(bench / "emb_pope.parquet").to_pylist()
     res["pope_auc"] = _auc(_margins(model, processor, [(it["question"], it["image"]) for it in items]),
                            np.array([it["answer"] == "yes" for it in items]))
@@ -200,12 +202,10 @@ def _diagnose(model, processor, wdir: Path) -> dict:
            (wdir / "pool" / r["image"]).read_bytes()) for r in rows]
     res["train_auc"] = _auc(_margins(model, processor, qs),
                             np.array([r["conversations"][1]["value"] == "yes" for r in rows]))
-    items = pq.read_table(bench / "emb_vqa.parquet").to_pylist()
-    preds = generate_answers(model, processor, model.config.image_seq_length,
-                             [(it["question"], it["image"]) for it in items], batch_size=100, max_new_tokens=8)
+    items = pq.read_table(bench / "emb_vqa.parquet").to_pylist()  # in the order evaluate_hf answered them
     by: dict[str, list[bool]] = collections.defaultdict(list)
-    for it, p in zip(items, preds):
-        by[" ".join(it["question"].split()[:2])].append(p.strip(". ").lower() == it["answer"])
+    for it, p in zip(items, predictions["emb_vqa"], strict=True):
+        by[" ".join(it["question"].split()[:2])].append(bool(exact_match(p, it["answer"])))
     res["vqa_by_question"] = {k: round(100 * sum(v) / len(v), 1) for k, v in sorted(by.items())}
     return res
 
